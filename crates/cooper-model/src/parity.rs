@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::autoencoder::AutoEncoder;
 use crate::bagel::{Bagel, PackedBatch, PackedVae, PackedVit};
 use crate::checkpoint::{read_json, ModelFolder};
+use crate::context::Context;
 use crate::error::{ModelError, Result};
 use crate::packing::{attention_allowed, pack_latents, SplitMode};
 use crate::qwen2_mot::AttnMask;
@@ -243,7 +244,7 @@ pub fn run_all(
 
 /// The runners this crate provides.
 pub fn model_runners() -> Vec<&'static dyn CaseRunner> {
-    vec![&VitCase, &VaeCase, &ForwardTrainCase]
+    vec![&VitCase, &VaeCase, &ForwardTrainCase, &TextGenerateCase]
 }
 
 /// ViT embeddings, features, connector and position table for one packed picture.
@@ -343,7 +344,6 @@ impl CaseRunner for ForwardTrainCase {
         let ae = set.ae()?;
         let tol = FLOAT_TOLERANCE;
         let p = set.folder.config.bagel.latent_patch_size;
-        let ld = set.folder.config.latent_downsample();
         let mut checks = Vec::new();
 
         // The attention mask from the split description must equal the official dense mask.
@@ -375,7 +375,6 @@ impl CaseRunner for ForwardTrainCase {
         }
         let packed = Tensor::cat(&packed, 0)?;
         checks.push(d.check("packed_latent_clean", &packed, tol)?);
-        let _ = ld;
 
         let batch = PackedBatch {
             sequence_length: d.json["sequence_length"]
@@ -459,6 +458,132 @@ impl CaseRunner for ForwardTrainCase {
     }
 }
 
+/// Builds the context a generation case describes in `context_steps` (text ids, the VAE picture of
+/// the `vae` case, the ViT patches of the `vit` case), checking kv length and RoPE position after
+/// every step (exact integers: a mismatch is reported as an infinite error).
+pub fn replay_context(
+    set: &FixtureSet,
+    d: &CaseData,
+    steps_key: &str,
+) -> Result<(Context, Vec<TensorCheck>)> {
+    let m = set.bagel()?;
+    let steps = d.json[steps_key]
+        .as_array()
+        .ok_or_else(|| d.missing_key(steps_key))?;
+    let mut ctx = Context::new();
+    let mut checks = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let op = step["op"]
+            .as_str()
+            .ok_or_else(|| d.missing_key(steps_key))?;
+        ctx = match op {
+            "text" => {
+                let ids: Vec<u32> = step["packed_ids"]
+                    .as_array()
+                    .ok_or_else(|| d.missing_key("packed_ids"))?
+                    .iter()
+                    .filter_map(|v| v.as_u64().map(|x| x as u32))
+                    .collect();
+                // The stored ids are framed [bos] … [eos]; `update_text` frames them itself.
+                if ids.len() < 2 || ids[0] != m.special.bos || ids[ids.len() - 1] != m.special.eos {
+                    return Err(d.missing_key("packed_ids (framed by bos/eos)"));
+                }
+                m.update_text(&ctx, &ids[1..ids.len() - 1])?
+            }
+            "image_vae" => {
+                let vae = set.load_case("vae")?;
+                let pixels = vae.f32("vae_pixels")?.unsqueeze(0)?;
+                let (_, _, h, w) = pixels.dims4()?;
+                let latents = set.ae()?.encode_mean(&pixels)?;
+                let packed = pack_latents(&latents, set.folder.config.bagel.latent_patch_size)?;
+                m.update_vae(&ctx, &packed, h, w)?
+            }
+            "image_vit" => {
+                let vit = set.load_case("vit")?;
+                let tokens = vit.f32("packed_vit_tokens")?;
+                let hw = vit.usize_list("vit_hw")?;
+                m.update_vit(&ctx, &tokens, hw[0], hw[1])?
+            }
+            other => {
+                return Err(ModelError::Config {
+                    file: d.path.with_extension("json").display().to_string(),
+                    field: format!("{steps_key}[{i}].op"),
+                    why: format!("unknown context operation {other:?}"),
+                })
+            }
+        };
+        let want_kv = step["kv_lens_after"][0]
+            .as_u64()
+            .ok_or_else(|| d.missing_key("kv_lens_after"))?;
+        let want_rope = step["ropes_after"][0]
+            .as_u64()
+            .ok_or_else(|| d.missing_key("ropes_after"))?;
+        let exact = |name: String, ok: bool| TensorCheck {
+            name,
+            max_abs_err: if ok { 0.0 } else { f32::INFINITY },
+            tolerance: 0.0,
+        };
+        checks.push(exact(
+            format!("step{i}_kv_len"),
+            ctx.kv_len() as u64 == want_kv,
+        ));
+        checks.push(exact(format!("step{i}_rope"), ctx.rope as u64 == want_rope));
+    }
+    Ok((ctx, checks))
+}
+
+/// Greedy text generation over a cached context: KV cache contents, every step's logits, the ids.
+pub struct TextGenerateCase;
+
+impl CaseRunner for TextGenerateCase {
+    fn case(&self) -> &'static str {
+        "text_generate"
+    }
+
+    fn run(&self, set: &FixtureSet, d: &CaseData) -> Result<Vec<TensorCheck>> {
+        let m = set.bagel()?;
+        let tol = FLOAT_TOLERANCE;
+        let (mut ctx, mut checks) = replay_context(set, d, "context_steps")?;
+        for layer in 0..m.config.llm.num_hidden_layers {
+            let kv = ctx
+                .cache
+                .layer(layer)
+                .ok_or_else(|| d.missing_key("context"))?;
+            for (what, t) in [("key", &kv.k), ("value", &kv.v)] {
+                let name = format!("context_{what}_cache_layer{layer}");
+                if d.tensors.contains_key(&name) {
+                    checks.push(d.check(&name, t, tol)?);
+                }
+            }
+        }
+        let max_length = d.json["max_length"]
+            .as_u64()
+            .ok_or_else(|| d.missing_key("max_length"))? as usize;
+        let want_ids: Vec<i64> = d.tensor("generated_ids")?.to_vec1()?;
+        let mut ids = vec![m.special.bos];
+        let mut rows = Vec::with_capacity(max_length);
+        let mut token = m.special.bos;
+        for _ in 0..max_length {
+            let (logits, next) = m.decode_step(&ctx, token)?;
+            ctx = next;
+            token = logits.argmax(0)?.to_scalar::<u32>()?;
+            rows.push(logits);
+            if ids.len() < max_length {
+                ids.push(token);
+            }
+        }
+        checks.push(d.check("step_logits", &Tensor::stack(&rows, 0)?, tol)?);
+        let same =
+            ids.len() == want_ids.len() && ids.iter().zip(&want_ids).all(|(a, b)| *a as i64 == *b);
+        checks.push(TensorCheck {
+            name: "generated_ids".into(),
+            max_abs_err: if same { 0.0 } else { f32::INFINITY },
+            tolerance: 0.0,
+        });
+        Ok(checks)
+    }
+}
+
 /// −log softmax(logits)[label] per row. logits: (N, V); labels: (N,) u32 → (N,).
 pub fn cross_entropy_per_token(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, 1)?;
@@ -506,5 +631,10 @@ mod tests {
     #[test]
     fn forward_train_matches_reference() {
         run_case("forward_train");
+    }
+
+    #[test]
+    fn text_generate_matches_reference() {
+        run_case("text_generate");
     }
 }

@@ -1,0 +1,79 @@
+//! The `cooper` binary: parses arguments and hands each subcommand to the crate that owns it.
+//! Each subcommand's arguments and wiring live in `cmd/<name>.rs`; no model, data or scoring logic
+//! lives here.
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cooper",
+    version,
+    about = "COOPER: a unified model for cooperative perception and reasoning in spatial intelligence"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // Variants are added one per subcommand; keep them in the order of the README.
+    /// Ask a spatial question about a picture; streams the reasoning and can write a trace folder.
+    Ask(cmd::ask::AskArgs),
+    /// Generate a depth map of a picture with the unified model (Spectral-coloured PNG).
+    Depth(cmd::perceive::PerceiveArgs),
+    /// Generate a segmentation map of a picture with the unified model.
+    Segment(cmd::perceive::PerceiveArgs),
+    /// Answer a VLMEvalKit-layout benchmark TSV and score it per category.
+    Eval(cmd::eval::EvalArgs),
+    /// Write a randomly initialised model folder in the official checkpoint layout.
+    Init(cmd::init::InitArgs),
+    /// Run every reference case of a fixture folder and report max abs errors (exit 1 on failure).
+    Parity(cmd::parity::ParityArgs),
+    /// Depth metrics (AbsRel, δ1, …) of predicted depth PNGs against ground truth, after
+    /// least-squares scale-and-shift alignment.
+    EvalDepth(cmd::eval_depth::EvalDepthArgs),
+    /// Segmentation mIoU and pixel accuracy of predicted maps against ground truth.
+    EvalSeg(cmd::eval_seg::EvalSegArgs),
+    /// Generate synthetic spatial scenes (RGB, exact depth and segmentation, questions, chains)
+    /// in the stage-1, SFT, RL and evaluation formats.
+    World(cmd::world::WorldArgs),
+}
+
+fn main() {
+    tracing_subscriber_init();
+    if let Err(e) = run(Cli::parse()) {
+        // The whole cause chain, without anyhow's backtrace dump.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ask(args) => cmd::ask::run(args),
+        Command::Depth(args) => {
+            cmd::perceive::run(args, cooper_infer::reasoning::tags::Tool::Depth)
+        }
+        Command::Segment(args) => {
+            cmd::perceive::run(args, cooper_infer::reasoning::tags::Tool::Segmentation)
+        }
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Init(args) => cmd::init::run(args),
+        Command::Parity(args) => cmd::parity::run(args),
+        Command::EvalDepth(args) => cmd::eval_depth::run(args),
+        Command::EvalSeg(args) => cmd::eval_seg::run(args),
+        Command::World(a) => cmd::world::run(a),
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
+fn tracing_subscriber_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,40 @@
+//! Model-independent inference for COOPER.
+//!
+//! This crate owns everything of `cooper ask` that does not need the network weights:
+//! - [`prompts`]: the official prompt strings, byte for byte;
+//! - [`sampling`]: the next-token sampler of the official `generate_text`;
+//! - [`flow`]: the rectified-flow schedule, Euler sampler and three-branch CFG combination,
+//!   generic over a velocity callback;
+//! - [`decode`]: raw autoencoder output to RGB pictures, relative depth and Spectral colours;
+//! - [`image_io`]: loading and validating the user's picture (any common format);
+//! - [`transforms`]: the official resize rule, normalisation, ViT patchify and VAE latent
+//!   pack / unpack;
+//! - [`backend`]: the [`Backend`] trait, the seam to the engine that runs the model;
+//! - [`reasoning`]: the reasoning procedures (`cooper`, `pe`, `re`, `direct`) over a backend;
+//! - [`trace`]: the structured record of a run and its writer (JSON, PNGs, HTML).
+//!
+//! It must not know about the model itself: no weights, tokenizer, KV cache layout or
+//! forward pass. Those live in `cooper-model` and in this crate's engine, which implements
+//! [`Backend`].
+
+pub mod backend;
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod flow;
+pub mod image_io;
+pub mod params;
+pub mod parity;
+pub mod perceive;
+pub mod prompts;
+pub mod reasoning;
+pub mod sampling;
+pub mod trace;
+pub mod transforms;
+
+pub use backend::Backend;
+pub use engine::Engine;
+pub use error::{InferError, Result};
+pub use params::{CfgRenorm, ImageParams, Mode, ReasonParams, TextParams};
+pub use reasoning::{reason, ReasonEvent};
+pub use trace::{write_trace, ReasonTrace};

@@ -1,0 +1,290 @@
+//! Readers for the training JSONL files that need no model: the GRPO prompts (`RL_data.jsonl`)
+//! and the interleaved SFT chains (`Interleaved_SFT.jsonl`).
+//!
+//! * RL rows: `image` (path under an image root), `question`, `answer` (the `solution` column),
+//!   `data_id` (string or number), optional `flag` (`positive` / `negative`; default `boundary`).
+//! * SFT rows: only `interleaved_reason` is read, a list of `{"type": "text", "value": …,
+//!   "need_loss": "true" | "false"}` or `{"type": <image kind>, "value": <base64, optionally
+//!   with a `data:…;base64,` prefix>}`. Cross-entropy covers exactly the text items whose
+//!   `need_loss` is the string `"true"`.
+//!
+//! Malformed lines are errors naming the file and line. The RL rows are shuffled with a seeded
+//! ChaCha RNG (seed 42 by default, like the official loader; the permutation differs from
+//! Python's `random.shuffle`).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use crate::error::{Result, TrainError};
+use crate::rewards::{Flag, RewardColumns};
+
+/// One GRPO prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlRow {
+    /// The image file (image root joined with the row's `image`).
+    pub image: PathBuf,
+    /// The question.
+    pub question: String,
+    /// The reference answer (`answer` in the file).
+    pub solution: String,
+    /// Group id shared by the completions of this prompt.
+    pub data_id: String,
+    /// Exploration flag.
+    pub flag: Flag,
+}
+
+/// One item of an SFT chain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SftItem {
+    /// A text turn; `need_loss` marks the turns the model learns to produce.
+    Text {
+        /// The text.
+        value: String,
+        /// Cross-entropy on this turn (and its closing `<|im_end|>`).
+        need_loss: bool,
+    },
+    /// An image (input or a depth / segmentation result), decoded from base64.
+    Image {
+        /// The row's `type` value.
+        kind: String,
+        /// Encoded image bytes (PNG, JPEG, …).
+        bytes: Vec<u8>,
+    },
+}
+
+fn line_err(path: &Path, line: usize, msg: impl std::fmt::Display) -> TrainError {
+    TrainError::Input(format!("{} line {line}: {msg}", path.display()))
+}
+
+fn read_lines(path: &Path) -> Result<Vec<(usize, Value)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map(|v| (i + 1, v))
+                .map_err(|e| line_err(path, i + 1, e))
+        })
+        .collect()
+}
+
+fn string_field(row: &Value, key: &str, path: &Path, line: usize) -> Result<String> {
+    match row.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => Err(line_err(
+            path,
+            line,
+            format!("`{key}` is {other}, not a string"),
+        )),
+        None => Err(line_err(path, line, format!("missing `{key}`"))),
+    }
+}
+
+/// Reads the GRPO prompts, resolving images against `image_root`.
+pub fn read_rl_jsonl(path: &Path, image_root: &Path) -> Result<Vec<RlRow>> {
+    read_lines(path)?
+        .into_iter()
+        .map(|(line, row)| {
+            let flag = match row.get("flag") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(other) => {
+                    return Err(line_err(path, line, format!("`flag` is {other}")));
+                }
+            };
+            Ok(RlRow {
+                image: image_root.join(string_field(&row, "image", path, line)?),
+                question: string_field(&row, "question", path, line)?,
+                solution: string_field(&row, "answer", path, line)?,
+                data_id: string_field(&row, "data_id", path, line)?,
+                flag: Flag::parse(flag),
+            })
+        })
+        .collect()
+}
+
+/// A seeded permutation of `0..n`.
+pub fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order
+}
+
+/// The reward columns of a round in which each row was completed `num_generations` times in a
+/// row (the layout GRPO groups assume).
+pub fn reward_columns(rows: &[&RlRow], num_generations: usize) -> RewardColumns {
+    let repeat = |f: &dyn Fn(&RlRow) -> String| -> Vec<String> {
+        rows.iter()
+            .flat_map(|r| std::iter::repeat_n(f(r), num_generations))
+            .collect()
+    };
+    RewardColumns {
+        solution: repeat(&|r| r.solution.clone()),
+        question: repeat(&|r| r.question.clone()),
+        data_id: repeat(&|r| r.data_id.clone()),
+        flag: rows
+            .iter()
+            .flat_map(|r| std::iter::repeat_n(r.flag, num_generations))
+            .collect(),
+    }
+}
+
+/// Decodes a base64 image, dropping a `data:…;base64,` prefix.
+pub fn decode_base64_image(value: &str) -> std::result::Result<Vec<u8>, String> {
+    let payload = match value.find("base64,") {
+        Some(i) => &value[i + "base64,".len()..],
+        None => value,
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(payload.trim())
+        .map_err(|e| format!("bad base64 image: {e}"))
+}
+
+/// Reads the SFT chains, one `Vec<SftItem>` per line.
+pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<SftItem>>> {
+    read_lines(path)?
+        .into_iter()
+        .map(|(line, row)| {
+            let items = row
+                .get("interleaved_reason")
+                .and_then(Value::as_array)
+                .ok_or_else(|| line_err(path, line, "missing `interleaved_reason` list"))?;
+            items
+                .iter()
+                .enumerate()
+                .map(|(k, item)| {
+                    let kind = item
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| line_err(path, line, format!("item {k} has no `type`")))?;
+                    let value = item
+                        .get("value")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| line_err(path, line, format!("item {k} has no `value`")))?;
+                    if kind == "text" {
+                        let need_loss =
+                            item.get("need_loss").and_then(Value::as_str) == Some("true");
+                        Ok(SftItem::Text {
+                            value: value.to_string(),
+                            need_loss,
+                        })
+                    } else {
+                        let bytes = decode_base64_image(value)
+                            .map_err(|e| line_err(path, line, format!("item {k}: {e}")))?;
+                        Ok(SftItem::Image {
+                            kind: kind.to_string(),
+                            bytes,
+                        })
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rl_rows_and_reward_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rl.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"image": "a.jpg", "question": "Q1", "answer": "B", "data_id": 7, "flag": "positive"}"#,
+                "\n\n",
+                r#"{"image": "b.jpg", "question": "Q2", "answer": "yes", "data_id": "x2"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let rows = read_rl_jsonl(&path, Path::new("/imgs")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].image, PathBuf::from("/imgs/a.jpg"));
+        assert_eq!(rows[0].data_id, "7");
+        assert_eq!(rows[0].flag, Flag::Positive);
+        assert_eq!(rows[1].flag, Flag::Boundary);
+        let cols = reward_columns(&[&rows[0], &rows[1]], 2);
+        assert_eq!(cols.solution, vec!["B", "B", "yes", "yes"]);
+        assert_eq!(cols.data_id, vec!["7", "7", "x2", "x2"]);
+        assert_eq!(
+            cols.flag,
+            vec![
+                Flag::Positive,
+                Flag::Positive,
+                Flag::Boundary,
+                Flag::Boundary
+            ]
+        );
+
+        std::fs::write(&path, r#"{"image": "a.jpg", "question": "Q1"}"#).unwrap();
+        let err = read_rl_jsonl(&path, Path::new("/imgs")).unwrap_err();
+        assert!(err.to_string().contains("line 1") && err.to_string().contains("answer"));
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = shuffled_order(50, 42);
+        assert_eq!(a, shuffled_order(50, 42));
+        assert_ne!(a, shuffled_order(50, 43));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sft_chains_parse_need_loss_and_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sft.jsonl");
+        // "iVBORw==" is base64 of the bytes 0x89 'P' 'N' 'G'.
+        let row = r#"{"interleaved_reason": [
+            {"type": "image", "value": "data:image/png;base64,iVBORw=="},
+            {"type": "text", "value": "Q?", "need_loss": "false"},
+            {"type": "text", "value": "<think>a</think><answer>b</answer>", "need_loss": "true"},
+            {"type": "depth", "value": "iVBORw=="}
+        ], "other": 1}"#
+            .replace('\n', " ");
+        std::fs::write(&path, row).unwrap();
+        let chains = read_sft_jsonl(&path).unwrap();
+        assert_eq!(chains.len(), 1);
+        let png = vec![0x89u8, b'P', b'N', b'G'];
+        assert_eq!(
+            chains[0],
+            vec![
+                SftItem::Image {
+                    kind: "image".into(),
+                    bytes: png.clone()
+                },
+                SftItem::Text {
+                    value: "Q?".into(),
+                    need_loss: false
+                },
+                SftItem::Text {
+                    value: "<think>a</think><answer>b</answer>".into(),
+                    need_loss: true
+                },
+                SftItem::Image {
+                    kind: "depth".into(),
+                    bytes: png
+                },
+            ]
+        );
+        std::fs::write(
+            &path,
+            r#"{"interleaved_reason": [{"type": "image", "value": "!!notbase64"}]}"#,
+        )
+        .unwrap();
+        assert!(read_sft_jsonl(&path).is_err());
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(read_sft_jsonl(&path).is_err());
+    }
+}

@@ -1,0 +1,547 @@
+//! Template-written reasoning chains for supervised fine-tuning.
+//!
+//! An interleaved chain follows the layout of COOPER's inference loop: the input image and the
+//! question (no loss), then turns `<think> … </think>` + a tool tag (loss), the ground-truth map
+//! as the generated image, the official reflection prompt (no loss), and a final
+//! `<think> … </think>` + `<answer> … \boxed{X} </answer>` turn (loss). Depth results are the
+//! Spectral-coloured relative depth the loop feeds back; segmentation results are the ADE20K-style
+//! colour map. Text-only chains hold one `<think>`/`<answer>` turn. The system prompt is not part
+//! of a chain: the training side prepends it.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::questions::{
+    camera_distance, object_distance, Category, Flag, Query, Question, Relation, Tool, GRID_NAMES,
+};
+use crate::render::Frame;
+use crate::scene::Scene;
+
+/// The depth tool call, byte-exact as in the official code.
+pub const DEPTH_PROMPT: &str =
+    "<depth-estimation>Estimate the depth of the image and generate the depth map.</depth-estimation>";
+/// The segmentation tool call, byte-exact as in the official code.
+pub const SEGMENTATION_PROMPT: &str =
+    "<segmentation>Segment the objects in the image with different colors.</segmentation>";
+/// The prompt appended after each generated image (official `REFLECTION_PROMPT`, byte-exact;
+/// downstream code matches it by string equality).
+pub const REFLECTION_PROMPT: &str = "\nHere is the result of the depth-estimation/segmentation. Please note that the result of the depth-estimation/segmentation is not always accurate. Please check it carefully. \nNow please continue to think in <think>...</think> and then decide whether to continue to generate the depth-estimation/segmentation in <depth-estimation>...</depth-estimation>/<segmentation>...</segmentation> or give the answer in <answer>...</answer>.\n";
+
+/// Which image an image item of a chain holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainImage {
+    /// The scene's RGB image.
+    Input,
+    /// Spectral-coloured relative depth ([`Frame::depth_colors`]).
+    Depth,
+    /// Semantic colour map ([`Frame::semantic_colors`]).
+    Segmentation,
+}
+
+/// One item of a chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChainItem {
+    Text { value: String, need_loss: bool },
+    Image { image: ChainImage },
+}
+
+/// A reasoning chain for one question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    pub question_id: String,
+    /// True when the chain calls at least one tool.
+    pub uses_tools: bool,
+    pub items: Vec<ChainItem>,
+}
+
+fn text(value: String, need_loss: bool) -> ChainItem {
+    ChainItem::Text { value, need_loss }
+}
+
+fn pick<'s>(rng: &mut ChaCha8Rng, items: &[&'s str]) -> &'s str {
+    items[rng.random_range(0..items.len())]
+}
+
+/// The value put in `\boxed{}`: the graded answer.
+pub fn boxed(q: &Question) -> String {
+    format!("\\boxed{{{}}}", q.answer)
+}
+
+/// Words for a relative depth value, matching the Spectral colouring (near = red).
+fn depth_tone(v: f32) -> &'static str {
+    match v {
+        v if v < 0.2 => "deep red",
+        v if v < 0.4 => "orange",
+        v if v < 0.6 => "pale yellow",
+        v if v < 0.8 => "green",
+        _ => "blue-violet",
+    }
+}
+
+/// Object ids a query is about.
+fn query_objects(q: &Query) -> Vec<u16> {
+    match q {
+        Query::Relation { a, b, .. } | Query::Distance { a, b } => vec![*a, *b],
+        Query::ClosestToCamera { candidates } | Query::Tallest { candidates } => candidates.clone(),
+        Query::NearestTo { anchor, candidates } => {
+            let mut v = vec![*anchor];
+            v.extend(candidates);
+            v
+        }
+        Query::CameraDistance { a }
+        | Query::Height { a }
+        | Query::Width { a }
+        | Query::Occluded { a }
+        | Query::GridCell { a, .. }
+        | Query::ColorOf { a }
+        | Query::ShapeOf { a } => vec![*a],
+        Query::Count { .. } | Query::Exists { .. } => Vec::new(),
+    }
+}
+
+/// A sentence explaining the ground truth from the scene (what a careful observer would
+/// conclude), used in the final thinking turn.
+pub fn explain(q: &Question, scene: &Scene, frame: &Frame) -> String {
+    let name = |id: u16| {
+        scene
+            .object(id)
+            .map_or_else(|| format!("object {id}"), |o| format!("the {}", o.name()))
+    };
+    match &q.query {
+        Query::Count { .. } => format!("Counting the matching objects gives {}.", q.answer_text),
+        Query::Exists { .. } => {
+            if q.answer == "Yes" {
+                "Such an object is present in the scene.".to_string()
+            } else {
+                "No object in the scene matches that description.".to_string()
+            }
+        }
+        Query::Relation { a, b, relation } => {
+            let phrase = match relation {
+                Relation::LeftOf => "to the left of",
+                Relation::RightOf => "to the right of",
+                Relation::Above => "above",
+                Relation::Below => "below",
+                Relation::InFrontOf => "closer to the camera than",
+                Relation::Behind => "farther from the camera than",
+            };
+            let neg = if q.answer == "Yes" { "" } else { "not " };
+            format!("{} is {neg}{phrase} {}.", cap(&name(*a)), name(*b))
+        }
+        Query::ClosestToCamera { candidates } => {
+            let parts: Vec<String> = candidates
+                .iter()
+                .filter_map(|id| scene.object(*id))
+                .map(|o| {
+                    format!(
+                        "the {} is about {:.1} m away",
+                        o.name(),
+                        camera_distance(scene, o)
+                    )
+                })
+                .collect();
+            format!(
+                "{}; so the closest is the {}.",
+                cap(&parts.join(", ")),
+                q.answer_text
+            )
+        }
+        Query::NearestTo { anchor, candidates } => {
+            let Some(a) = scene.object(*anchor) else {
+                return String::new();
+            };
+            let parts: Vec<String> = candidates
+                .iter()
+                .filter_map(|id| scene.object(*id))
+                .map(|o| {
+                    format!(
+                        "the {} is about {:.1} m from it",
+                        o.name(),
+                        object_distance(a, o)
+                    )
+                })
+                .collect();
+            format!(
+                "Relative to {}, {}; the nearest is the {}.",
+                name(*anchor),
+                parts.join(", "),
+                q.answer_text
+            )
+        }
+        Query::Distance { a, b } => format!(
+            "The centers of {} and {} are about {} apart.",
+            name(*a),
+            name(*b),
+            q.answer_text
+        ),
+        Query::CameraDistance { a } => {
+            format!(
+                "The center of {} is about {} from the camera.",
+                name(*a),
+                q.answer_text
+            )
+        }
+        Query::Height { a } => format!("{} is about {} tall.", cap(&name(*a)), q.answer_text),
+        Query::Width { a } => format!("{} is about {} wide.", cap(&name(*a)), q.answer_text),
+        Query::Tallest { candidates } => {
+            let parts: Vec<String> = candidates
+                .iter()
+                .filter_map(|id| scene.object(*id))
+                .map(|o| format!("the {} is about {:.2} m tall", o.name(), o.height()))
+                .collect();
+            format!(
+                "{}; the tallest is the {}.",
+                cap(&parts.join(", ")),
+                q.answer_text
+            )
+        }
+        Query::Occluded { a } => {
+            let hidden = frame.stats_of(*a).map_or(0.0, |s| s.occluded_fraction());
+            if q.answer == "Yes" {
+                format!(
+                    "About {:.0}% of {} is hidden by an object in front of it.",
+                    hidden * 100.0,
+                    name(*a)
+                )
+            } else {
+                format!(
+                    "{} is fully visible; nothing in front of it covers it.",
+                    cap(&name(*a))
+                )
+            }
+        }
+        Query::GridCell { a, .. } => {
+            format!(
+                "{} lies in the {} cell of the grid.",
+                cap(&name(*a)),
+                q.answer_text
+            )
+        }
+        Query::ColorOf { .. } => format!("The object is {}.", q.answer_text),
+        Query::ShapeOf { .. } => format!("The object is a {}.", q.answer_text),
+    }
+}
+
+fn cap(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// What a generated map shows about the question's objects.
+fn observe(tool: Tool, q: &Question, scene: &Scene, frame: &Frame, rel: &[f32]) -> String {
+    let ids = query_objects(&q.query);
+    match tool {
+        Tool::Depth => {
+            let parts: Vec<String> = ids
+                .iter()
+                .filter_map(|id| Some((scene.object(*id)?, frame.stats_of(*id)?)))
+                .filter(|(_, s)| s.visible_px > 0)
+                .map(|(o, s)| {
+                    let [u, v] = s.centroid;
+                    let idx = (v as u32).min(frame.height - 1) * frame.width
+                        + (u as u32).min(frame.width - 1);
+                    format!("the {} appears {}", o.name(), depth_tone(rel[idx as usize]))
+                })
+                .collect();
+            if parts.is_empty() {
+                "The depth map shows the floor receding from red near the bottom to violet in the distance.".to_string()
+            } else {
+                format!(
+                    "In the depth map (red is near, violet is far), {}.",
+                    parts.join(", ")
+                )
+            }
+        }
+        Tool::Segmentation => {
+            let regions = frame.stats.iter().filter(|s| s.visible_px > 0).count();
+            let mut s = format!(
+                "The segmentation map separates {regions} object region{}.",
+                if regions == 1 { "" } else { "s" }
+            );
+            for id in ids {
+                if let (Some(o), Some(st)) = (scene.object(id), frame.stats_of(id)) {
+                    if st.visible_px > 0 {
+                        let [u, v] = st.centroid;
+                        let col = ((3.0 * u / frame.width as f32) as usize).min(2);
+                        let row = ((3.0 * v / frame.height as f32) as usize).min(2);
+                        s.push_str(&format!(
+                            " The {} region sits in the {} part of the image.",
+                            o.name(),
+                            GRID_NAMES[row][col]
+                        ));
+                    }
+                }
+            }
+            s
+        }
+    }
+}
+
+/// What the question is about, in the words of the first thinking turn.
+fn topic(q: &Question) -> &'static str {
+    match q.category {
+        Category::Counting => "how many objects of a kind there are",
+        Category::Existence => "whether a certain object is present",
+        Category::SpatialRelation => "where two objects are relative to each other in the image",
+        Category::DepthOrder => "which object is nearer to the camera",
+        Category::RelativeDistance => "which object is nearest to another one",
+        Category::AbsoluteDistance => "the metric distance between two objects",
+        Category::CameraDistance => "how far an object is from the camera",
+        Category::ObjectSize => "the real size of an object",
+        Category::SizeComparison => "which object is taller in reality",
+        Category::Occlusion => "whether an object is partly hidden",
+        Category::SpatialGrid => "which part of the image an object is in",
+        Category::Color => "the color of an object",
+        Category::Shape => "the shape of an object",
+    }
+}
+
+fn plan(tool: Tool, q: &Question, rng: &mut ChaCha8Rng) -> String {
+    let why = match tool {
+        Tool::Depth => pick(
+            rng,
+            &[
+                "Judging distances from a single image is unreliable, so a depth map would help me compare how far things are.",
+                "This depends on the 3-D layout; a depth map will show which surfaces are near and which are far.",
+                "Depth estimation should make the distances in the scene explicit, which also lets me relate apparent size to real size.",
+            ],
+        ),
+        Tool::Segmentation => pick(
+            rng,
+            &[
+                "Separating the objects into regions will make them easier to find, count and locate.",
+                "A segmentation map would outline each object clearly, including partly hidden ones.",
+                "Segmenting the image should show exactly which pixels belong to which object.",
+            ],
+        ),
+    };
+    let open = pick(
+        rng,
+        &[
+            "The question asks about",
+            "I need to determine",
+            "This is a question about",
+        ],
+    );
+    format!(
+        "<think> {open} {}. {why} </think>\n{}",
+        topic(q),
+        match tool {
+            Tool::Depth => DEPTH_PROMPT,
+            Tool::Segmentation => SEGMENTATION_PROMPT,
+        }
+    )
+}
+
+fn final_turn(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    lead: &str,
+    rng: &mut ChaCha8Rng,
+) -> String {
+    let reason = explain(q, scene, frame);
+    let closing = pick(
+        rng,
+        &[
+            "The answer is",
+            "So the answer is",
+            "Therefore, the answer is",
+        ],
+    );
+    format!(
+        "<think> {lead}{reason} </think>\n<answer> {reason} {closing} {}. </answer>",
+        boxed(q)
+    )
+}
+
+fn opening(q: &Question) -> Vec<ChainItem> {
+    vec![
+        ChainItem::Image {
+            image: ChainImage::Input,
+        },
+        text(q.prompt(), false),
+    ]
+}
+
+/// An interleaved chain: positive questions always call their tools, negative ones never
+/// (they answer directly and say why), boundary ones call them with probability 1/2.
+pub fn interleaved_chain(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    rng: &mut ChaCha8Rng,
+) -> Chain {
+    let tools: Vec<Tool> = match q.flag {
+        Flag::Positive => q.category.tools().to_vec(),
+        Flag::Negative => Vec::new(),
+        Flag::Boundary => {
+            if rng.random_bool(0.5) {
+                q.category.tools().to_vec()
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    if tools.is_empty() {
+        let lead = if q.flag == Flag::Negative {
+            pick(
+                rng,
+                &[
+                    "This is about appearance, which I can read directly from the image; depth or segmentation would not add anything. ",
+                    "Neither a depth map nor a segmentation map tells me about colour or form, so I will answer from the image itself. ",
+                ],
+            )
+        } else {
+            "The image alone is clear enough here, so I will answer without extra tools. "
+        };
+        let mut items = opening(q);
+        items.push(text(final_turn(q, scene, frame, lead, rng), true));
+        return Chain {
+            question_id: q.id.clone(),
+            uses_tools: false,
+            items,
+        };
+    }
+    let rel = frame.relative_depth();
+    let mut items = opening(q);
+    let mut notes = String::new();
+    for (k, tool) in tools.iter().enumerate() {
+        let call = if k == 0 {
+            plan(*tool, q, rng)
+        } else {
+            format!(
+                "<think> {notes}To be sure, I also want the {} result. </think>\n{}",
+                match tool {
+                    Tool::Depth => "depth",
+                    Tool::Segmentation => "segmentation",
+                },
+                match tool {
+                    Tool::Depth => DEPTH_PROMPT,
+                    Tool::Segmentation => SEGMENTATION_PROMPT,
+                }
+            )
+        };
+        items.push(text(call, true));
+        items.push(ChainItem::Image {
+            image: match tool {
+                Tool::Depth => ChainImage::Depth,
+                Tool::Segmentation => ChainImage::Segmentation,
+            },
+        });
+        items.push(text(REFLECTION_PROMPT.to_string(), false));
+        notes = format!("{} ", observe(*tool, q, scene, frame, &rel));
+    }
+    let check = pick(
+        rng,
+        &[
+            "The generated map looks consistent with the image. ",
+            "Checking it against the photo, the map is plausible. ",
+            "The result agrees with what I see in the image. ",
+        ],
+    );
+    items.push(text(
+        final_turn(q, scene, frame, &format!("{notes}{check}"), rng),
+        true,
+    ));
+    Chain {
+        question_id: q.id.clone(),
+        uses_tools: true,
+        items,
+    }
+}
+
+/// A text-only chain: one thinking turn and the answer.
+pub fn text_chain(q: &Question, scene: &Scene, frame: &Frame, rng: &mut ChaCha8Rng) -> Chain {
+    let lead = pick(
+        rng,
+        &[
+            "Let me look at the image carefully. ",
+            "I will reason about the scene step by step. ",
+            "Looking at the objects in the picture: ",
+        ],
+    );
+    let mut items = opening(q);
+    items.push(text(final_turn(q, scene, frame, lead, rng), true));
+    Chain {
+        question_id: q.id.clone(),
+        uses_tools: false,
+        items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{generate_scene, scene_rng, WorldConfig};
+
+    /// The official format reward's patterns (full match, dot matches newline).
+    fn format_ok(chain: &Chain) -> bool {
+        let tool = regex::Regex::new(
+            r"(?s)^(<think>.*?</think>\s*<segmentation>.*?</segmentation>|<think>.*?</think>\s*<depth-estimation>.*?</depth-estimation>)$",
+        )
+        .unwrap();
+        let answer = regex::Regex::new(r"(?s)^<think>.*?</think>\s*<answer>.*?</answer>$").unwrap();
+        let texts: Vec<&str> = chain.items[2..]
+            .iter()
+            .filter_map(|i| match i {
+                ChainItem::Text { value, .. } if value != REFLECTION_PROMPT => Some(value.trim()),
+                _ => None,
+            })
+            .collect();
+        let (last, rest) = texts.split_last().unwrap();
+        answer.is_match(last) && rest.iter().all(|t| tool.is_match(t))
+    }
+
+    #[test]
+    fn chains_follow_the_official_turn_format_and_tool_policy() {
+        let cfg = WorldConfig {
+            seed: 4,
+            questions_per_scene: 8,
+            ..Default::default()
+        };
+        let mut seen_tools = 0;
+        for i in 0..12 {
+            let g = generate_scene(&cfg, i);
+            let mut rng = scene_rng(4, i, 2);
+            for q in &g.questions {
+                let c = interleaved_chain(q, &g.scene, &g.frame, &mut rng);
+                assert!(format_ok(&c), "{c:#?}");
+                match q.flag {
+                    Flag::Positive => assert!(c.uses_tools),
+                    Flag::Negative => assert!(!c.uses_tools),
+                    Flag::Boundary => {}
+                }
+                let images = c
+                    .items
+                    .iter()
+                    .filter(|i| matches!(i, ChainItem::Image { .. }))
+                    .count();
+                let calls = c
+                    .items
+                    .iter()
+                    .filter(|i| matches!(i, ChainItem::Text { value, .. } if value.contains(DEPTH_PROMPT) || value.contains(SEGMENTATION_PROMPT)))
+                    .count();
+                assert_eq!(images, calls + 1, "one generated image per tool call");
+                seen_tools += calls;
+                let last = match c.items.last().unwrap() {
+                    ChainItem::Text { value, need_loss } => {
+                        assert!(need_loss);
+                        value
+                    }
+                    _ => panic!("a chain ends with text"),
+                };
+                assert!(last.contains(&boxed(q)));
+                let t = text_chain(q, &g.scene, &g.frame, &mut rng);
+                assert!(format_ok(&t) && t.items.len() == 3);
+            }
+        }
+        assert!(seen_tools > 0);
+    }
+}

@@ -1,0 +1,284 @@
+//! End-to-end generation: sample, render, ask, write every format.
+//!
+//! Scene `i` under seed `s` uses its own ChaCha8 generator (seed `s`, stream `i`), so the output
+//! does not depend on the number of threads; scenes are rendered in parallel (rayon) in chunks
+//! and the index files are written in scene order.
+
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::chains::{interleaved_chain, text_chain};
+use crate::error::{Result, WorldError};
+use crate::formats::{
+    depth_to_u16, png_rgb, png_u16, rl_row, sft_row, tsv_header, tsv_row, write_atomic, AtomicFile,
+    ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
+};
+use crate::questions::{generate_questions, Question};
+use crate::render::{render, Frame, FAR_CLIP};
+use crate::scene::{sample_scene, Scene, SceneConfig};
+
+/// Option columns in the evaluation TSV (the most options any question has).
+pub const TSV_OPTIONS: usize = 4;
+
+/// Settings for a generated dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldConfig {
+    pub seed: u64,
+    pub scenes: u64,
+    pub scene: SceneConfig,
+    /// Questions asked per scene (fewer when the scene does not support enough).
+    pub questions_per_scene: usize,
+    /// SFT chains (interleaved and text-only each) per scene, taken from its first questions.
+    pub chains_per_scene: usize,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            scenes: 100,
+            scene: SceneConfig::default(),
+            questions_per_scene: 6,
+            chains_per_scene: 1,
+        }
+    }
+}
+
+/// The generator of scene `index` under `seed`; `stream` separates its uses (0 = scene,
+/// 1 = questions, 2 = chains).
+pub fn scene_rng(seed: u64, index: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.set_stream(index);
+    rng
+}
+
+/// A scene with its rendering and questions.
+#[derive(Debug, Clone)]
+pub struct GeneratedScene {
+    pub scene: Scene,
+    pub frame: Frame,
+    pub questions: Vec<Question>,
+}
+
+/// Samples, renders and questions scene `index` (deterministic in `config.seed` and `index`).
+/// Settings from users should pass [`SceneConfig::validate`] first ([`write_dataset`] does).
+pub fn generate_scene(config: &WorldConfig, index: u64) -> GeneratedScene {
+    let scene = sample_scene(
+        &config.scene,
+        config.seed,
+        index,
+        &mut scene_rng(config.seed, index, 0),
+    );
+    let frame = render(&scene);
+    let questions = generate_questions(
+        &scene,
+        &frame,
+        config.questions_per_scene,
+        &mut scene_rng(config.seed, index, 1),
+    );
+    GeneratedScene {
+        scene,
+        frame,
+        questions,
+    }
+}
+
+/// Counts of what [`write_dataset`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub scenes: u64,
+    pub objects: u64,
+    pub questions: u64,
+    pub sft_interleaved: u64,
+    pub sft_text: u64,
+}
+
+/// Everything one scene contributes to the index files, prepared in parallel.
+struct SceneOutput {
+    scene: Scene,
+    objects: u64,
+    depth_row: Stage1DepthRow,
+    seg_row: Stage1SegRow,
+    questions: Vec<Question>,
+    rl: Vec<RlRow>,
+    sft_interleaved: Vec<SftRow>,
+    sft_text: Vec<SftRow>,
+    tsv_image: String,
+}
+
+fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> {
+    let g = generate_scene(config, index);
+    let id = g.scene.id.clone();
+    let (w, h) = (g.frame.width, g.frame.height);
+    let rgb_rel = format!("images/{id}.png");
+    let depth_rel = format!("depth/{id}.png");
+    let seg_rel = format!("seg/{id}.png");
+    let inst_rel = format!("instance/{id}.png");
+    let rgb_png = png_rgb(&g.frame.rgb)?;
+    write_atomic(&out.join(&rgb_rel), &rgb_png)?;
+    write_atomic(
+        &out.join(&depth_rel),
+        &png_u16(w, h, depth_to_u16(&g.frame.depth, WORLD_DEPTH_SCALE))?,
+    )?;
+    write_atomic(&out.join(&seg_rel), &png_rgb(&g.frame.semantic_colors())?)?;
+    write_atomic(
+        &out.join(&inst_rel),
+        &png_u16(w, h, g.frame.instance.clone())?,
+    )?;
+
+    let images = ChainImages {
+        input: crate::formats::base64_png(&rgb_png),
+        depth: crate::formats::base64_png(&png_rgb(&g.frame.depth_colors())?),
+        segmentation: crate::formats::base64_png(&png_rgb(&g.frame.semantic_colors())?),
+    };
+    let mut chain_rng = scene_rng(config.seed, index, 2);
+    let mut sft_interleaved = Vec::new();
+    let mut sft_text = Vec::new();
+    for q in g.questions.iter().take(config.chains_per_scene) {
+        let c = interleaved_chain(q, &g.scene, &g.frame, &mut chain_rng);
+        sft_interleaved.push(sft_row(&c, q, &images));
+        let t = text_chain(q, &g.scene, &g.frame, &mut chain_rng);
+        sft_text.push(sft_row(&t, q, &images));
+    }
+    Ok(SceneOutput {
+        objects: g.scene.objects.len() as u64,
+        depth_row: Stage1DepthRow {
+            rgb_image: rgb_rel.clone(),
+            depth_image: depth_rel,
+            data_id: id.clone(),
+            depth_scale: WORLD_DEPTH_SCALE,
+            min_depth: 1e-3,
+            max_depth: FAR_CLIP,
+        },
+        seg_row: Stage1SegRow {
+            rgb_image: rgb_rel.clone(),
+            seg_image: seg_rel,
+            instance_image: inst_rel,
+            data_id: id,
+        },
+        rl: g.questions.iter().map(|q| rl_row(q, &rgb_rel)).collect(),
+        questions: g.questions,
+        sft_interleaved,
+        sft_text,
+        tsv_image: images.input,
+        scene: g.scene,
+    })
+}
+
+/// Scenes rendered in parallel per chunk (bounds memory; order is restored per chunk).
+const CHUNK: u64 = 64;
+
+/// Generates `config.scenes` scenes into `out` with every output format (layout in
+/// `docs/data-formats.md`). `progress(1)` is called (from worker threads) as each scene finishes.
+pub fn write_dataset(
+    config: &WorldConfig,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<DatasetSummary> {
+    config.scene.validate()?;
+    if config.questions_per_scene == 0 {
+        return Err(WorldError::Config(
+            "questions_per_scene must be at least 1".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| WorldError::io(out, e))?;
+    let mut scenes_f = AtomicFile::create(&out.join("scenes.jsonl"))?;
+    let mut depth_f = AtomicFile::create(&out.join("stage1_depth.jsonl"))?;
+    let mut seg_f = AtomicFile::create(&out.join("stage1_seg.jsonl"))?;
+    let mut questions_f = AtomicFile::create(&out.join("questions.jsonl"))?;
+    let mut rl_f = AtomicFile::create(&out.join("rl.jsonl"))?;
+    let mut sft_f = AtomicFile::create(&out.join("sft_interleaved.jsonl"))?;
+    let mut sft_text_f = AtomicFile::create(&out.join("sft_text.jsonl"))?;
+    let tsv_path = out.join("eval.tsv");
+    let mut tsv_f = AtomicFile::create(&tsv_path)?;
+    let tsv_line = |fields: Vec<String>| -> Result<Vec<u8>> {
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(b'\t')
+            .from_writer(Vec::new());
+        w.write_record(&fields).map_err(|e| WorldError::Csv {
+            path: tsv_path.clone(),
+            source: e,
+        })?;
+        w.into_inner().map_err(|e| WorldError::Csv {
+            path: tsv_path.clone(),
+            source: e.into_error().into(),
+        })
+    };
+    tsv_f.write(&tsv_line(tsv_header(TSV_OPTIONS))?)?;
+
+    let mut summary = DatasetSummary::default();
+    let mut tsv_index = 0usize;
+    let mut start = 0u64;
+    while start < config.scenes {
+        let end = (start + CHUNK).min(config.scenes);
+        let outputs: Vec<SceneOutput> = (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let r = produce(config, i, out);
+                progress(1);
+                r
+            })
+            .collect::<Result<_>>()?;
+        for o in outputs {
+            scenes_f.write_json_line(&o.scene)?;
+            depth_f.write_json_line(&o.depth_row)?;
+            seg_f.write_json_line(&o.seg_row)?;
+            let first_index = tsv_index;
+            for (k, q) in o.questions.iter().enumerate() {
+                questions_f.write_json_line(q)?;
+                let image = if k == 0 {
+                    o.tsv_image.clone()
+                } else {
+                    first_index.to_string()
+                };
+                tsv_f.write(&tsv_line(tsv_row(tsv_index, &image, q, TSV_OPTIONS))?)?;
+                tsv_index += 1;
+            }
+            for r in &o.rl {
+                rl_f.write_json_line(r)?;
+            }
+            for r in &o.sft_interleaved {
+                sft_f.write_json_line(r)?;
+            }
+            for r in &o.sft_text {
+                sft_text_f.write_json_line(r)?;
+            }
+            summary.scenes += 1;
+            summary.objects += o.objects;
+            summary.questions += o.questions.len() as u64;
+            summary.sft_interleaved += o.sft_interleaved.len() as u64;
+            summary.sft_text += o.sft_text.len() as u64;
+        }
+        start = end;
+    }
+    for f in [
+        scenes_f,
+        depth_f,
+        seg_f,
+        questions_f,
+        rl_f,
+        sft_f,
+        sft_text_f,
+        tsv_f,
+    ] {
+        f.commit()?;
+    }
+    let manifest = serde_json::json!({
+        "generator": "cooper-world",
+        "config": config,
+        "summary": summary,
+        "depth_scale": WORLD_DEPTH_SCALE,
+        "image_root": ".",
+    });
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| WorldError::Json {
+        path: out.join("manifest.json"),
+        line: 0,
+        source: e,
+    })?;
+    write_atomic(&out.join("manifest.json"), &bytes)?;
+    Ok(summary)
+}

@@ -1,0 +1,369 @@
+//! End-to-end checks: answers agree with geometry, answers are balanced, output is
+//! byte-identical for a seed, and the written formats parse.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cooper_world::questions::{AnswerKind, Query, Relation, GRID_NAMES};
+use cooper_world::scene::{Object, Scene};
+use cooper_world::{generate_scene, write_dataset, Frame, Question, WorldConfig};
+
+fn small_config(seed: u64) -> WorldConfig {
+    let mut c = WorldConfig {
+        seed,
+        questions_per_scene: 8,
+        ..Default::default()
+    };
+    c.scene.width = 64;
+    c.scene.height = 64;
+    c
+}
+
+/// The chosen option's text (multiple choice) or the answer itself.
+fn answer_text(q: &Question) -> String {
+    if q.kind == AnswerKind::Mcq {
+        let k = (q.answer.as_bytes()[0] - b'A') as usize;
+        q.options[k].clone()
+    } else {
+        q.answer.clone()
+    }
+}
+
+// Independent geometry, written without the crate's helpers.
+fn cam_xyz(s: &Scene, o: &Object) -> [f32; 3] {
+    let (sp, cp) = s.camera.pitch.sin_cos();
+    let [x, y, z] = o.position;
+    let dy = y - s.camera.position[1];
+    // right = +X; down = (0, -cos, -sin); forward = (0, -sin, cos)
+    [x, -cp * dy - sp * z, -sp * dy + cp * z]
+}
+fn pixel_u(s: &Scene, o: &Object) -> f32 {
+    let c = cam_xyz(s, o);
+    s.camera.fx * c[0] / c[2] + s.camera.cx
+}
+fn pixel_v(s: &Scene, o: &Object) -> f32 {
+    let c = cam_xyz(s, o);
+    s.camera.fy * c[1] / c[2] + s.camera.cy
+}
+fn eye_dist(s: &Scene, o: &Object) -> f32 {
+    let c = cam_xyz(s, o);
+    (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt()
+}
+fn dist(a: &Object, b: &Object) -> f32 {
+    a.position
+        .iter()
+        .zip(b.position)
+        .map(|(p, q)| (p - q) * (p - q))
+        .sum::<f32>()
+        .sqrt()
+}
+fn obj(s: &Scene, id: u16) -> &Object {
+    s.objects.iter().find(|o| o.id == id).unwrap()
+}
+fn arg_min(ids: &[u16], f: impl Fn(u16) -> f32) -> u16 {
+    *ids.iter().min_by(|a, b| f(**a).total_cmp(&f(**b))).unwrap()
+}
+
+fn check(q: &Question, s: &Scene, f: &Frame) {
+    let ans = answer_text(q);
+    let yes = |b: bool| if b { "Yes" } else { "No" };
+    let name = |id: u16| obj(s, id).name();
+    match &q.query {
+        Query::Count { color, kind } => {
+            let n = s
+                .objects
+                .iter()
+                .filter(|o| color.is_none_or(|c| o.color == c) && kind.is_none_or(|k| o.kind == k))
+                .count();
+            assert_eq!(ans, n.to_string());
+        }
+        Query::Exists { color, kind } => {
+            let any = s
+                .objects
+                .iter()
+                .any(|o| color.is_none_or(|c| o.color == c) && kind.is_none_or(|k| o.kind == k));
+            assert_eq!(ans, yes(any));
+        }
+        Query::Relation { a, b, relation } => {
+            let (a, b) = (obj(s, *a), obj(s, *b));
+            let truth = match relation {
+                Relation::LeftOf => pixel_u(s, a) < pixel_u(s, b),
+                Relation::RightOf => pixel_u(s, a) > pixel_u(s, b),
+                Relation::Above => pixel_v(s, a) < pixel_v(s, b),
+                Relation::Below => pixel_v(s, a) > pixel_v(s, b),
+                Relation::InFrontOf => eye_dist(s, a) < eye_dist(s, b),
+                Relation::Behind => eye_dist(s, a) > eye_dist(s, b),
+            };
+            assert_eq!(ans, yes(truth));
+        }
+        Query::ClosestToCamera { candidates } => {
+            assert_eq!(ans, name(arg_min(candidates, |id| eye_dist(s, obj(s, id)))));
+        }
+        Query::NearestTo { anchor, candidates } => {
+            let a = obj(s, *anchor);
+            assert_eq!(ans, name(arg_min(candidates, |id| dist(a, obj(s, id)))));
+        }
+        Query::Distance { a, b } => {
+            let d = dist(obj(s, *a), obj(s, *b));
+            let scale = if q.unit.unwrap().symbol() == "cm" {
+                100.0
+            } else {
+                1.0
+            };
+            let got: f32 = ans.parse().unwrap();
+            assert!(
+                (got - d * scale).abs() <= 0.0051 * scale.max(100.0),
+                "{got} vs {d}"
+            );
+        }
+        Query::CameraDistance { a } => {
+            let got: f32 = ans.parse().unwrap();
+            assert!((got - eye_dist(s, obj(s, *a))).abs() <= 0.0051);
+        }
+        Query::Height { a } | Query::Width { a } => {
+            let o = obj(s, *a);
+            let v = if matches!(q.query, Query::Height { .. }) {
+                o.size[1]
+            } else {
+                o.size[0]
+            };
+            let scale = if q.unit.unwrap().symbol() == "cm" {
+                100.0
+            } else {
+                1.0
+            };
+            let got: f32 = ans.parse().unwrap();
+            assert!(
+                (got - v * scale).abs() <= 0.51 * scale / 100.0 + 1e-3,
+                "{got} vs {v}"
+            );
+        }
+        Query::Tallest { candidates } => {
+            assert_eq!(ans, name(arg_min(candidates, |id| -obj(s, id).size[1])));
+        }
+        Query::Occluded { a } => {
+            // Independently: cast every pixel's ray at this object alone (parry) and at the floor,
+            // and compare with the pixels where the instance map shows it.
+            use parry3d::query::Ray;
+            let o = obj(s, *a);
+            let (shape, pose) = (o.shape(), o.pose());
+            let mut alone = 0usize;
+            for py in 0..f.height {
+                for px in 0..f.width {
+                    let (dir, _) = s.camera.pixel_ray(px, py);
+                    let ray = Ray::new(s.camera.origin(), dir);
+                    if let Some(t) = shape.cast_ray(&pose, &ray, f32::MAX, true) {
+                        let floor = if dir.y < 0.0 {
+                            -s.camera.position[1] / dir.y
+                        } else {
+                            f32::MAX
+                        };
+                        if t <= floor + 1e-3 {
+                            alone += 1;
+                        }
+                    }
+                }
+            }
+            let visible = f.instance.iter().filter(|&&i| i == *a).count();
+            let hidden = 1.0 - visible as f32 / alone as f32;
+            if ans == "Yes" {
+                assert!(hidden >= 0.19, "{} hidden {hidden}", o.name());
+            } else {
+                assert!(hidden <= 0.01, "{} hidden {hidden}", o.name());
+            }
+        }
+        Query::GridCell { a, rows, cols } => {
+            let (mut su, mut sv, mut n) = (0f64, 0f64, 0f64);
+            for (i, &id) in f.instance.iter().enumerate() {
+                if id == *a {
+                    su += (i as u32 % f.width) as f64 + 0.5;
+                    sv += (i as u32 / f.width) as f64 + 0.5;
+                    n += 1.0;
+                }
+            }
+            let col = ((su / n) * *cols as f64 / f.width as f64) as usize;
+            let row = ((sv / n) * *rows as f64 / f.height as f64) as usize;
+            assert_eq!(ans, GRID_NAMES[row][col]);
+        }
+        Query::ColorOf { a } => assert_eq!(ans, obj(s, *a).color.name()),
+        Query::ShapeOf { a } => assert_eq!(ans, obj(s, *a).kind.noun()),
+    }
+}
+
+#[test]
+fn every_answer_agrees_with_the_geometry_and_answers_are_balanced() {
+    let cfg = small_config(11);
+    let mut letters: BTreeMap<usize, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut yes_no: BTreeMap<String, usize> = BTreeMap::new();
+    let mut yes_no_by_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..150 {
+        let g = generate_scene(&cfg, i);
+        for q in &g.questions {
+            check(q, &g.scene, &g.frame);
+            *categories.entry(q.category.name()).or_default() += 1;
+            match q.kind {
+                AnswerKind::Mcq => {
+                    *letters
+                        .entry(q.options.len())
+                        .or_default()
+                        .entry(q.answer.clone())
+                        .or_default() += 1
+                }
+                AnswerKind::YesNo => {
+                    *yes_no.entry(q.answer.clone()).or_default() += 1;
+                    let e = yes_no_by_category.entry(q.category.name()).or_default();
+                    e.0 += usize::from(q.answer == "Yes");
+                    e.1 += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        categories.len(),
+        13,
+        "every category occurs: {categories:?}"
+    );
+    let yes = yes_no["Yes"] as f64 / (yes_no["Yes"] + yes_no["No"]) as f64;
+    let n_yn = (yes_no["Yes"] + yes_no["No"]) as f64;
+    assert!(
+        (yes - 0.5).abs() < 3.0 * (0.25 / n_yn).sqrt(),
+        "yes share {yes} of {n_yn}"
+    );
+    for (cat, (y, n)) in &yes_no_by_category {
+        let share = *y as f64 / *n as f64;
+        assert!(
+            (share - 0.5).abs() < 3.0 * (0.25 / *n as f64).sqrt(),
+            "{cat}: {y} Yes of {n}"
+        );
+    }
+    for (n, counts) in &letters {
+        let total: usize = counts.values().sum();
+        if total < 60 {
+            continue;
+        }
+        assert_eq!(counts.len(), *n, "{n}-option letters: {counts:?}");
+        for c in counts.values() {
+            let share = *c as f64 / total as f64;
+            let fair = 1.0 / *n as f64;
+            // Within three standard deviations of a uniform letter distribution.
+            let tol = 3.0 * (fair * (1.0 - fair) / total as f64).sqrt();
+            assert!((share - fair).abs() < tol, "{n}-option letters {counts:?}");
+        }
+    }
+}
+
+fn read_all(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn same_seed_gives_byte_identical_output_across_thread_counts() {
+    let cfg = WorldConfig {
+        scenes: 6,
+        ..small_config(5)
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    write_dataset(&cfg, a.path(), &|_| {}).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| write_dataset(&cfg, b.path(), &|_| {}).unwrap());
+    let (fa, fb) = (read_all(a.path()), read_all(b.path()));
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (k, v) in &fa {
+        assert!(v == &fb[k], "{k} differs");
+    }
+    // A different seed gives different images.
+    let c = tempfile::tempdir().unwrap();
+    write_dataset(&WorldConfig { seed: 6, ..cfg }, c.path(), &|_| {}).unwrap();
+    assert_ne!(
+        read_all(c.path())["images/s6_000000.png"],
+        fa["images/s5_000000.png"]
+    );
+}
+
+#[test]
+fn written_formats_parse_and_agree() {
+    use cooper_world::readers::{read_depth_png, read_stage1_index, DepthDataset, Stage1Target};
+    let cfg = WorldConfig {
+        scenes: 3,
+        chains_per_scene: 2,
+        ..small_config(2)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let summary = write_dataset(&cfg, dir.path(), &|_| {}).unwrap();
+    assert_eq!(summary.scenes, 3);
+    // Stage-1 depth rows round-trip to the rendered depth (millimetre precision).
+    let rows = read_stage1_index(&dir.path().join("stage1_depth.jsonl"), dir.path()).unwrap();
+    assert_eq!(rows.len(), 3);
+    let g = generate_scene(&cfg, 0);
+    let Stage1Target::Depth(p) = &rows[0].target else {
+        panic!("depth row expected")
+    };
+    let d = read_depth_png(p, DepthDataset::World).unwrap();
+    for (a, b) in d.metres.iter().zip(&g.frame.depth) {
+        assert!((a - b).abs() <= 0.0005 + 2e-5, "{a} vs {b}");
+    }
+    // SFT rows: image/text items, need_loss strings, exact tool tags and a boxed answer.
+    let sft = std::fs::read_to_string(dir.path().join("sft_interleaved.jsonl")).unwrap();
+    let mut saw_tool = false;
+    for line in sft.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let items = v["interleaved_reason"].as_array().unwrap();
+        assert_eq!(items[0]["type"], "image");
+        assert_eq!(items[1]["need_loss"], "false");
+        let last = items.last().unwrap()["value"].as_str().unwrap();
+        assert!(
+            last.starts_with("<think>") && last.contains("\\boxed{") && last.ends_with("</answer>")
+        );
+        for it in items {
+            let t = it["value"].as_str().unwrap();
+            if t.contains(cooper_world::chains::DEPTH_PROMPT)
+                || t.contains(cooper_world::chains::SEGMENTATION_PROMPT)
+            {
+                saw_tool = true;
+                assert_eq!(it["need_loss"], "true");
+                assert!(t.starts_with("<think>"));
+            }
+        }
+    }
+    assert!(saw_tool, "some chain calls a tool");
+    // RL rows name an existing image.
+    let rl = std::fs::read_to_string(dir.path().join("rl.jsonl")).unwrap();
+    for line in rl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(dir.path().join(v["image"].as_str().unwrap()).is_file());
+        assert!(["positive", "negative", "boundary"].contains(&v["flag"].as_str().unwrap()));
+    }
+    // TSV: header, one row per question, the image cell is base64 or an earlier index.
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .from_path(dir.path().join("eval.tsv"))
+        .unwrap();
+    let header = r.headers().unwrap().clone();
+    assert_eq!(&header[0], "index");
+    assert_eq!(&header[3], "A");
+    let n = r
+        .records()
+        .map(|rec| rec.unwrap())
+        .filter(|rec| rec[1].len() > 64 || rec[1].parse::<usize>().is_ok())
+        .count();
+    assert_eq!(n as u64, summary.questions);
+}
