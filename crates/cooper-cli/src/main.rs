@@ -27,6 +27,8 @@ enum Command {
     Segment(cmd::perceive::PerceiveArgs),
     /// Answer a VLMEvalKit-layout benchmark TSV and score it per category.
     Eval(cmd::eval::EvalArgs),
+    /// Speed and memory of a model folder: load, prefill, decode, flow steps, peak RSS.
+    Bench(cmd::bench::BenchArgs),
     /// Write a randomly initialised model folder in the official checkpoint layout.
     Init(cmd::init::InitArgs),
     /// Run every reference case of a fixture folder and report max abs errors (exit 1 on failure).
@@ -60,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd::perceive::run(args, cooper_infer::reasoning::tags::Tool::Segmentation)
         }
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Init(args) => cmd::init::run(args),
         Command::Parity(args) => cmd::parity::run(args),
         Command::EvalDepth(args) => cmd::eval_depth::run(args),

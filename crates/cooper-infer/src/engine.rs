@@ -22,6 +22,14 @@ fn backend_err(e: impl std::error::Error + Send + Sync + 'static) -> InferError 
     InferError::Backend(Box::new(e))
 }
 
+/// The three contexts of a guided generation: full, text-dropped and image-dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct CfgContexts<'a> {
+    pub gen: &'a Context,
+    pub cfg_text: &'a Context,
+    pub cfg_img: &'a Context,
+}
+
 pub struct Engine {
     pub model: Bagel,
     pub ae: AutoEncoder,
@@ -71,14 +79,14 @@ impl Engine {
         let enc = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| InferError::Backend(e))?;
+            .map_err(InferError::Backend)?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
             .decode(ids, false)
-            .map_err(|e| InferError::Backend(e))
+            .map_err(InferError::Backend)
     }
 
     /// Clean VAE latents of a picture, packed (N, p²z). Deterministic: the Gaussian mean (the
@@ -98,10 +106,7 @@ impl Engine {
             .narrow(2, 0, wc)?
             .unsqueeze(0)?
             .to_dtype(self.model.dtype())?;
-        let latents = self
-            .ae
-            .encode_mean(&pixels)
-            .map_err(|e| InferError::Tensor(e))?;
+        let latents = self.ae.encode_mean(&pixels).map_err(InferError::Tensor)?;
         let tokens = pack_latents(&latents, self.model.config.bagel.latent_patch_size)?;
         Ok((tokens, hc, wc))
     }
@@ -129,17 +134,16 @@ impl Engine {
         Ok(self.ae.decode(&latents)?)
     }
 
-    /// The rectified-flow sampler from a given initial noise (N, p²z) over the three contexts.
+    /// The rectified-flow sampler from a given initial noise (N, p²z) over the three contexts, for a
+    /// picture of `size` = (height, width) pixels.
     pub fn sample_latents(
         &self,
         init: Tensor,
-        gen: &Context,
-        cfg_text: &Context,
-        cfg_img: &Context,
-        height: usize,
-        width: usize,
+        contexts: CfgContexts<'_>,
+        size: (usize, usize),
         params: &ImageParams,
     ) -> Result<Tensor> {
+        let (height, width) = size;
         let pb = if self.show_progress {
             step_progress_bar("image")
         } else {
@@ -147,9 +151,9 @@ impl Engine {
         };
         let out = sample_flow(init, params, &pb, |x, t, branch| {
             let ctx = match branch {
-                Branch::Cond => gen,
-                Branch::CfgText => cfg_text,
-                Branch::CfgImg => cfg_img,
+                Branch::Cond => contexts.gen,
+                Branch::CfgText => contexts.cfg_text,
+                Branch::CfgImg => contexts.cfg_img,
             };
             let x = x.to_dtype(self.model.dtype())?;
             let v = self.model.flow_velocity(ctx, &x, t, height, width)?;
@@ -295,7 +299,12 @@ impl Backend for Engine {
             params.seed,
             self.device(),
         )?;
-        let latents = self.sample_latents(init, gen, cfg_text, cfg_img, h, w, params)?;
+        let contexts = CfgContexts {
+            gen,
+            cfg_text,
+            cfg_img,
+        };
+        let latents = self.sample_latents(init, contexts, (h, w), params)?;
         Ok(self.decode_latents(&latents, h, w)?.to_dtype(DType::F32)?)
     }
 }

@@ -18,6 +18,7 @@
 //! [`Backend`].
 
 pub mod backend;
+pub mod bench;
 pub mod decode;
 pub mod engine;
 pub mod error;

@@ -7,7 +7,7 @@ use cooper_model::parity::{
 use cooper_model::{Context, ModelError};
 
 use crate::decode::{decode_depth, decode_image};
-use crate::engine::Engine;
+use crate::engine::{CfgContexts, Engine};
 use crate::flow::{cfg_active, combine_guidance, timesteps};
 use crate::params::{CfgRenorm, ImageParams};
 
@@ -159,7 +159,16 @@ impl CaseRunner for ImageGenerateCase {
 
         // The engine's own sampler (the path `cooper ask` takes) must land on the same latent.
         let sampled = engine
-            .sample_latents(init, &gen, &cfg_text, &cfg_img, h, w, &params)
+            .sample_latents(
+                init,
+                CfgContexts {
+                    gen: &gen,
+                    cfg_text: &cfg_text,
+                    cfg_img: &cfg_img,
+                },
+                (h, w),
+                &params,
+            )
             .map_err(model_err)?;
         checks.push(TensorCheck {
             name: "final_latent (engine sampler)".into(),
