@@ -7,15 +7,16 @@
 //!   generic over a velocity callback;
 //! - [`decode`]: raw autoencoder output to RGB pictures, relative depth and Spectral colours;
 //! - [`image_io`]: loading and validating the user's picture (any common format);
-//! - [`transforms`]: the official resize rule, normalisation, ViT patchify and VAE latent
-//!   pack / unpack;
+//! - [`transforms`]: the official resize rule, normalisation and ViT patchify;
+//! - [`engine`]: the loaded model folder implementing [`Backend`]; [`perceive`]: single-shot
+//!   depth / segmentation; [`bench`]: speed and memory; [`parity`]: the generation parity cases;
 //! - [`backend`]: the [`Backend`] trait, the seam to the engine that runs the model;
 //! - [`reasoning`]: the reasoning procedures (`cooper`, `pe`, `re`, `direct`) over a backend;
 //! - [`trace`]: the structured record of a run and its writer (JSON, PNGs, HTML).
 //!
-//! It must not know about the model itself: no weights, tokenizer, KV cache layout or
-//! forward pass. Those live in `cooper-model` and in this crate's engine, which implements
-//! [`Backend`].
+//! Only the engine knows the model (weights, tokenizer, cached forward passes from `cooper-model`);
+//! the loop, sampler, CFG and decoders talk to it through [`Backend`], so they are tested with a
+//! scripted backend.
 
 pub mod backend;
 pub mod bench;

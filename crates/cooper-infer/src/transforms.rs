@@ -1,6 +1,6 @@
 //! Picture preprocessing as the official transforms do it (reference §3.2) and the token
 //! layouts the model reads: the `MaxLongEdgeMinShortEdgeResize` rule, to-tensor
-//! normalisation, ViT patchify with flattened position ids, and VAE latent pack / unpack.
+//! normalisation, ViT patchify with flattened position ids (latent packing lives in `cooper_model::packing`).
 
 use candle_core::{Device, Tensor};
 use image::{imageops::FilterType, RgbImage};
@@ -163,47 +163,6 @@ pub fn flattened_position_ids(
     Ok(Tensor::from_vec(ids, rows * cols, device)?)
 }
 
-/// Packs an AE latent (C, 2h, 2w) or (1, C, 2h, 2w) into (h·w, p·p·C) tokens,
-/// 'chpwq->hwpqc' (each token a p×p latent patch in (py, px, channel) order).
-pub fn pack_latent(latent: &Tensor, patch: usize) -> Result<Tensor> {
-    let chw = match latent.dims() {
-        [1, _, _, _] => latent.squeeze(0)?,
-        [_, _, _] => latent.clone(),
-        other => {
-            return Err(InferError::shape(
-                "latent",
-                "(C, H, W) or (1, C, H, W)",
-                other,
-            ))
-        }
-    };
-    patchify(&chw, patch)
-}
-
-/// Unpacks (h·w, p·p·C) latent tokens into the (1, C, h·p, w·p) AE latent,
-/// 'nhwpqc->nchpwq' (inverse of [`pack_latent`]).
-pub fn unpack_latent(
-    tokens: &Tensor,
-    h: usize,
-    w: usize,
-    patch: usize,
-    channels: usize,
-) -> Result<Tensor> {
-    let expected = (h * w, patch * patch * channels);
-    if tokens.dims() != [expected.0, expected.1] {
-        return Err(InferError::shape(
-            "latent tokens",
-            format!("({}, {})", expected.0, expected.1),
-            tokens.dims(),
-        ));
-    }
-    Ok(tokens
-        .reshape((h, w, patch, patch, channels))?
-        .permute((4, 0, 2, 1, 3))?
-        .contiguous()?
-        .reshape((1, channels, h * patch, w * patch))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,24 +223,6 @@ mod tests {
         let out = c.resize(&img).unwrap();
         assert_eq!(out.dimensions(), c.target_size(30, 20).unwrap());
         assert_eq!(out.dimensions(), (48, 32));
-    }
-
-    #[test]
-    fn pack_unpack_round_trip() {
-        let dev = Device::Cpu;
-        let lat = Tensor::arange(0f32, 4.0 * 4.0 * 6.0, &dev)
-            .unwrap()
-            .reshape((1, 4, 4, 6))
-            .unwrap();
-        let tok = pack_latent(&lat, 2).unwrap();
-        assert_eq!(tok.dims(), &[6, 16]);
-        // Token 0, element 0..4: channels 0..4 of pixel (0, 0).
-        let row0 = tok.get(0).unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(&row0[..4], &[0.0, 24.0, 48.0, 72.0]);
-        let back = unpack_latent(&tok, 2, 3, 2, 4).unwrap();
-        let diff = (back - &lat).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
-        assert!(unpack_latent(&tok, 3, 3, 2, 4).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (all three renorm types), latent pack / unpack, image and depth decode, ViT to-tensor,
 //! patchify and position ids.
 
+use cooper_model::packing::{pack_latents, unpack_latents};
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -11,9 +12,7 @@ use image::RgbImage;
 use cooper_infer::decode::{decode_depth, decode_image};
 use cooper_infer::flow::{cfg_active, combine_guidance, euler_step, timesteps};
 use cooper_infer::params::CfgRenorm;
-use cooper_infer::transforms::{
-    flattened_position_ids, pack_latent, patchify, to_tensor, unpack_latent,
-};
+use cooper_infer::transforms::{flattened_position_ids, patchify, to_tensor};
 
 const TOL: f32 = 1e-4;
 
@@ -106,13 +105,13 @@ fn schedule_and_euler_updates_reproduce_the_run() {
 #[test]
 fn unpack_and_decode_match() {
     let f = load("image_generate");
-    let nchw = unpack_latent(&f["final_latent"], 8, 8, 2, 4).unwrap();
+    let nchw = unpack_latents(&f["final_latent"], 8, 8, 2).unwrap();
     let err = max_abs(&nchw, &f["final_latent_nchw"]);
     println!("unpack: max abs error {err:e}");
     assert_eq!(err, 0.0);
     // And back.
     assert_eq!(
-        max_abs(&pack_latent(&nchw, 2).unwrap(), &f["final_latent"]),
+        max_abs(&pack_latents(&nchw, 2).unwrap(), &f["final_latent"]),
         0.0
     );
 
@@ -141,7 +140,7 @@ fn unpack_and_decode_match() {
 #[test]
 fn vae_latent_packing_matches() {
     let f = load("vae");
-    let got = pack_latent(&f["latent_mean"], 2).unwrap();
+    let got = pack_latents(&f["latent_mean"], 2).unwrap();
     let err = max_abs(&got, &f["packed_latent_tokens"]);
     println!("pack: max abs error {err:e}");
     assert_eq!(err, 0.0);
