@@ -86,7 +86,6 @@ pub fn run(args: AskArgs) -> Result<()> {
         let _ = out.flush();
     };
     let trace = reason(&engine, &image, &args.question, &params, &mut events)?;
-    drop(events);
     println!();
     match &trace.final_answer {
         Some(a) => println!(

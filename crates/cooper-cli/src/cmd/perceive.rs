@@ -41,9 +41,8 @@ where
     let tmp = path.with_extension(format!("tmp{}.png", std::process::id()));
     img.save_with_format(&tmp, image::ImageFormat::Png)
         .and_then(|_| std::fs::rename(&tmp, path).map_err(image::ImageError::IoError))
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("writing {}", path.display()))
 }
