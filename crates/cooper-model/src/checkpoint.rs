@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
 
 use crate::autoencoder::AutoEncoder;
@@ -170,6 +170,66 @@ impl ModelFolder {
             .map_err(|e| weights_error(&self.ae_weights, e))?;
         AutoEncoder::new(&self.config.ae, vb).map_err(|e| weights_error(&self.ae_weights, e))
     }
+}
+
+impl ModelFolder {
+    /// Loads the unified model with every weight a trainable `Var` (in `dtype` on `device`), for the
+    /// training stages. The sin-cos tables stay fixed, as in the official code. Which variables are
+    /// then optimised (freezing) is the trainer's choice, by name.
+    pub fn load_trainable(&self, dtype: DType, device: &Device) -> Result<(Bagel, VarMap)> {
+        let varmap = VarMap::new();
+        let model = Bagel::new(
+            &self.config,
+            self.special,
+            VarBuilder::from_varmap(&varmap, dtype, device),
+        )?;
+        // SAFETY: read-only map of a file we do not modify, as in `load_bagel`.
+        let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }
+            .map_err(|e| weights_error(&self.weights, e))?;
+        {
+            let vars = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Input("weight map lock poisoned".into()))?;
+            for (name, var) in vars.iter() {
+                let tensor = file.load(name, device).map_err(|e| ModelError::Tensor {
+                    file: self.weights.clone(),
+                    name: name.clone(),
+                    why: e.to_string(),
+                })?;
+                if tensor.dims() != var.dims() {
+                    return Err(ModelError::Tensor {
+                        file: self.weights.clone(),
+                        name: name.clone(),
+                        why: format!("shape {:?} expected, found {:?}", var.dims(), tensor.dims()),
+                    });
+                }
+                var.set(&tensor.to_dtype(dtype)?)?;
+            }
+        }
+        Ok((model, varmap))
+    }
+}
+
+/// Writes a trainable model's weights under their official names (plus the two fixed sin-cos
+/// tables, which checkpoints carry) to `path`, atomically, in `dtype`.
+pub fn save_trainable(model: &Bagel, varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
+    let mut tensors: std::collections::HashMap<String, candle_core::Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Input("weight map lock poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    tensors.insert(
+        "vit_pos_embed.pos_embed".into(),
+        model.vit_pos_embed.table().clone(),
+    );
+    tensors.insert(
+        "latent_pos_embed.pos_embed".into(),
+        model.latent_pos_embed.table().clone(),
+    );
+    crate::init::save_tensors(path, &tensors, dtype)
 }
 
 fn weights_error(file: &Path, e: candle_core::Error) -> ModelError {

@@ -20,7 +20,7 @@ pub mod vit;
 
 pub use autoencoder::AutoEncoder;
 pub use bagel::{Bagel, Chunk, PackedBatch, PackedVae, PackedVit, TrainOutputs};
-pub use checkpoint::{ModelFolder, TokenizerFiles};
+pub use checkpoint::{save_trainable, ModelFolder, TokenizerFiles};
 pub use config::{AeConfig, BagelConfig, LlmConfig, ModelConfig, SpecialTokens, VitConfig};
 pub use context::{Context, GENERATION_VOCAB_LIMIT};
 pub use error::{ModelError, Result};
