@@ -16,6 +16,7 @@ pub mod norm;
 pub mod packing;
 pub mod parity;
 pub mod qwen2_mot;
+pub mod sequence;
 pub mod vit;
 
 pub use autoencoder::AutoEncoder;
@@ -25,3 +26,4 @@ pub use config::{AeConfig, BagelConfig, LlmConfig, ModelConfig, SpecialTokens, V
 pub use context::{Context, GENERATION_VOCAB_LIMIT};
 pub use error::{ModelError, Result};
 pub use qwen2_mot::{AttnMask, KvCache, LayerKv, Routing};
+pub use sequence::SequenceBuilder;

@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::error::{ModelError, Result};
 use crate::packing::{attention_allowed, pack_latents, SplitMode};
 use crate::qwen2_mot::AttnMask;
+use crate::sequence::SequenceBuilder;
 
 /// Max-abs-error tolerance for float tensors (the fixtures' README).
 pub const FLOAT_TOLERANCE: f32 = 1e-4;
@@ -334,6 +335,165 @@ impl ForwardTrainCase {
     }
 }
 
+impl ForwardTrainCase {
+    /// Rebuilds the sample with `SequenceBuilder` from the case's plan and ids, and compares every
+    /// layout tensor with the reference exactly.
+    fn builder_layout(
+        set: &FixtureSet,
+        d: &CaseData,
+        stored: &PackedBatch,
+    ) -> Result<Vec<TensorCheck>> {
+        let cfg = &set.folder.config;
+        let ld = cfg.latent_downsample();
+        let ids = |key: &str| -> Result<Vec<u32>> {
+            Ok(d.usize_list(key)?.into_iter().map(|x| x as u32).collect())
+        };
+        let mut texts = vec![ids("prompt_ids")?, ids("answer_ids")?].into_iter();
+        let shapes = d.json["patchified_vae_latent_shapes"]
+            .as_array()
+            .ok_or_else(|| d.missing_key("patchified_vae_latent_shapes"))?;
+        let latents = d.f32("packed_latent_clean")?;
+        let logit = d.f32("timestep_logit")?.flatten_all()?.to_vec1::<f32>()?[0];
+        let vit = d.f32("packed_vit_tokens")?;
+        let vit_ids = d.index("packed_vit_position_ids")?.to_vec1::<u32>()?;
+        let side = cfg.bagel.vit_max_num_patch_per_side as u32;
+        let vit_rows = vit_ids.iter().map(|i| i / side).max().unwrap_or(0) as usize + 1;
+        let vit_cols = vit_ids.iter().map(|i| i % side).max().unwrap_or(0) as usize + 1;
+        let mut b = SequenceBuilder::new(cfg, set.folder.special);
+        let (mut vae_i, mut row) = (0, 0);
+        let plan = d.json["sequence_plan"]
+            .as_array()
+            .ok_or_else(|| d.missing_key("sequence_plan"))?;
+        for item in plan {
+            let loss = item["loss"].as_u64() == Some(1);
+            match item["type"].as_str() {
+                Some("text") => b.text(
+                    &texts.next().ok_or_else(|| d.missing_key("prompt_ids"))?,
+                    loss,
+                ),
+                Some("vit_image") => {
+                    let p = cfg.vit.patch_size;
+                    b.vit_image(vit.clone(), vit_rows * p, vit_cols * p)?
+                }
+                Some("vae_image") => {
+                    let hw = &shapes[vae_i];
+                    let (h, w) = (
+                        hw[0].as_u64().unwrap_or(0) as usize,
+                        hw[1].as_u64().unwrap_or(0) as usize,
+                    );
+                    let n = h * w;
+                    b.vae_image(
+                        latents.narrow(0, row, n)?,
+                        h * ld,
+                        w * ld,
+                        loss.then_some(logit),
+                    )?;
+                    vae_i += 1;
+                    row += n;
+                }
+                _ => return Err(d.missing_key("sequence_plan[].type")),
+            }
+        }
+        let built = b.finish(Some(d.f32("noise")?), &Device::Cpu)?;
+        let same = |name: &str, a: &Tensor, b: &Tensor| -> Result<TensorCheck> {
+            // Element equality, so −∞ (clean-image timesteps) compares equal to itself.
+            let ok = a.dims() == b.dims()
+                && a.to_dtype(DType::F32)?
+                    .eq(&b.to_dtype(DType::F32)?)?
+                    .to_dtype(DType::F32)?
+                    .min_all()?
+                    .to_scalar::<f32>()?
+                    == 1.0;
+            Ok(TensorCheck {
+                name: format!("builder {name}"),
+                max_abs_err: if ok { 0.0 } else { f32::INFINITY },
+                tolerance: 0.0,
+            })
+        };
+        let (sv, bv) = (stored.vae.as_ref(), built.vae.as_ref());
+        let missing = || d.missing_key("vae");
+        let mask = |m: &AttnMask| match m {
+            // Compare the allowed pattern: −∞ − (−∞) is NaN.
+            AttnMask::Additive(t) => Ok(t.eq(0f32)?),
+            _ => Err(d.missing_key("attention")),
+        };
+        Ok(vec![
+            TensorCheck {
+                name: "builder sequence_length".into(),
+                max_abs_err: if built.sequence_length == stored.sequence_length {
+                    0.0
+                } else {
+                    f32::INFINITY
+                },
+                tolerance: 0.0,
+            },
+            same(
+                "packed_text_ids",
+                &built.packed_text_ids,
+                &stored.packed_text_ids,
+            )?,
+            same(
+                "packed_text_indexes",
+                &built.packed_text_indexes,
+                &stored.packed_text_indexes,
+            )?,
+            same(
+                "packed_position_ids",
+                &built.packed_position_ids,
+                &stored.packed_position_ids,
+            )?,
+            same(
+                "attention",
+                &mask(&built.attention)?,
+                &mask(&stored.attention)?,
+            )?,
+            same(
+                "packed_vit_token_indexes",
+                &built
+                    .vit
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .packed_vit_token_indexes,
+                &stored
+                    .vit
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .packed_vit_token_indexes,
+            )?,
+            same(
+                "packed_vae_token_indexes",
+                &bv.ok_or_else(missing)?.packed_vae_token_indexes,
+                &sv.ok_or_else(missing)?.packed_vae_token_indexes,
+            )?,
+            same(
+                "packed_latent_position_ids",
+                &bv.ok_or_else(missing)?.packed_latent_position_ids,
+                &sv.ok_or_else(missing)?.packed_latent_position_ids,
+            )?,
+            same(
+                "packed_timesteps",
+                &bv.ok_or_else(missing)?.packed_timesteps,
+                &sv.ok_or_else(missing)?.packed_timesteps,
+            )?,
+            same(
+                "ce_loss_indexes",
+                built.ce_loss_indexes.as_ref().ok_or_else(missing)?,
+                stored.ce_loss_indexes.as_ref().ok_or_else(missing)?,
+            )?,
+            same(
+                "packed_label_ids",
+                built.packed_label_ids.as_ref().ok_or_else(missing)?,
+                stored.packed_label_ids.as_ref().ok_or_else(missing)?,
+            )?,
+            same(
+                "mse_loss_indexes",
+                built.mse_loss_indexes.as_ref().ok_or_else(missing)?,
+                stored.mse_loss_indexes.as_ref().ok_or_else(missing)?,
+            )?,
+        ])
+    }
+}
+
 impl CaseRunner for ForwardTrainCase {
     fn case(&self) -> &'static str {
         "forward_train"
@@ -407,6 +567,7 @@ impl CaseRunner for ForwardTrainCase {
             packed_label_ids: Some(d.index("packed_label_ids")?),
             mse_loss_indexes: Some(d.index("mse_loss_indexes")?),
         };
+        checks.extend(Self::builder_layout(set, d, &batch)?);
         let out = m.forward_train(&batch)?;
         let timesteps = out
             .timesteps
