@@ -29,6 +29,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Speed and memory of a model folder: load, prefill, decode, flow steps, peak RSS.
     Bench(cmd::bench::BenchArgs),
+    /// Train a stage (so far: tokenizer).
+    Train(cmd::train::TrainArgs),
     /// Write a randomly initialised model folder in the official checkpoint layout.
     Init(cmd::init::InitArgs),
     /// Run every reference case of a fixture folder and report max abs errors (exit 1 on failure).
@@ -63,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Init(args) => cmd::init::run(args),
         Command::Parity(args) => cmd::parity::run(args),
         Command::EvalDepth(args) => cmd::eval_depth::run(args),

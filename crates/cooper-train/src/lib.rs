@@ -26,6 +26,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod grpo;

@@ -8,4 +8,5 @@ pub mod eval_seg;
 pub mod init;
 pub mod parity;
 pub mod perceive;
+pub mod train;
 pub mod world;
