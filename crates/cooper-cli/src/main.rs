@@ -29,7 +29,7 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Speed and memory of a model folder: load, prefill, decode, flow steps, peak RSS.
     Bench(cmd::bench::BenchArgs),
-    /// Train a stage (so far: tokenizer).
+    /// Train a stage: tokenizer, ae, amg (stage 1), sft (stage 2a) or grpo (stage 2b).
     Train(cmd::train::TrainArgs),
     /// Write a randomly initialised model folder in the official checkpoint layout.
     Init(cmd::init::InitArgs),

@@ -166,7 +166,7 @@ impl Engine {
 
 /// VAE and ViT resize rules for a model folder: the official (1024, 512, 16) and (518, 224, 14),
 /// capped by the position tables and with the model's own strides.
-fn default_resizes(folder: &ModelFolder) -> (ResizeConfig, ResizeConfig) {
+pub fn default_resizes(folder: &ModelFolder) -> (ResizeConfig, ResizeConfig) {
     let cfg = &folder.config;
     let ld = cfg.latent_downsample() as u32;
     let vae_cap = (cfg.bagel.max_latent_size as u32) * ld;
@@ -187,7 +187,7 @@ fn default_resizes(folder: &ModelFolder) -> (ResizeConfig, ResizeConfig) {
     (vae, vit)
 }
 
-fn load_tokenizer(files: &TokenizerFiles) -> Result<Tokenizer> {
+pub fn load_tokenizer(files: &TokenizerFiles) -> Result<Tokenizer> {
     match files {
         TokenizerFiles::Json(path) => Tokenizer::from_file(path)
             .map_err(|e| InferError::setting("tokenizer", format!("{}: {e}", path.display()))),

@@ -174,6 +174,20 @@ pub struct DataConfig {
     pub max_num_tokens: usize,
     /// Samples longer than this are skipped.
     pub max_num_tokens_per_sample: usize,
+    /// Cap on the picture side of the VAE and ViT resizes (beyond the official 1024 / 518 and
+    /// the model's position tables); small values train small models on small pictures.
+    pub max_image_size: Option<u32>,
+    /// Encode pictures with a sample of the autoencoder's Gaussian (official) rather than its
+    /// mean (what inference uses).
+    pub sample_latents: bool,
+    /// Probability of flipping a stage-1 picture and its target horizontally (official 0.5).
+    pub flip_prob: f64,
+    /// Depth PNG value per metre, when a stage-1 row does not say (`depth_scale`); default 1000.
+    pub depth_scale: Option<f32>,
+    /// Near end of the depth range mapped to pseudo-RGB −1 (row `min_depth`, else 1e-3 m).
+    pub min_depth: Option<f32>,
+    /// Far end of the depth range mapped to pseudo-RGB +1 (overrides the row's `max_depth`).
+    pub max_depth: Option<f32>,
 }
 
 /// Loss weights and flow-matching settings.
@@ -290,6 +304,11 @@ pub struct GrpoConfig {
     pub flow_steps: usize,
     /// Timestep shift of image generation inside rollouts.
     pub rollout_timestep_shift: f64,
+    /// Rollout procedure: `cooper` (interleaved, official), `re` (text-only reasoning), `pe` or
+    /// `direct`.
+    pub rollout_mode: String,
+    /// Most model turns per rollout in `cooper` mode.
+    pub max_inter_num: usize,
 }
 
 /// The optional LLM judge behind an OpenAI-compatible `/v1/chat/completions` endpoint.
@@ -312,6 +331,33 @@ pub struct JudgeConfig {
     pub max_workers: usize,
     /// `max_tokens` of each request.
     pub max_tokens: usize,
+}
+
+/// The `ae` stage: a FLUX-architecture autoencoder trained on pictures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AeTrainConfig {
+    /// Weight of the KL term against N(0, I) (mean over latent elements).
+    pub kl_weight: f64,
+    /// Side of the square random crops trained on (a multiple of the downsample).
+    pub crop_size: u32,
+    /// Crops per micro-batch.
+    pub batch_size: usize,
+    /// Pictures used to measure the latent shift and scale written to `ae_config.json`.
+    pub stats_images: usize,
+}
+
+/// The `sft` stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// System prompt prepended to each chain: `interleave` (official), `text`
+    /// (`TEXT_REASON_SYSTEM_PROMPT`), `vlm_think` (the prompt `re` inference uses) or `none`.
+    pub system_prompt: String,
+    /// Feed chain pictures as the inference loop does (the input picture VAE + ViT, or ViT
+    /// only under a text system prompt; generated maps ViT only) instead of the official
+    /// VAE + ViT for every picture.
+    pub match_inference_context: bool,
 }
 
 /// The `tokenizer` stage.
@@ -350,6 +396,10 @@ pub struct TrainConfig {
     pub judge: JudgeConfig,
     /// Tokenizer training (used by `tokenizer`).
     pub tokenizer: TokenizerConfig,
+    /// Autoencoder training (used by `ae`).
+    pub ae: AeTrainConfig,
+    /// Chain settings (used by `sft`).
+    pub sft: SftConfig,
 }
 
 impl TrainConfig {
@@ -397,6 +447,12 @@ impl TrainConfig {
                 expected_num_tokens: 10_240,
                 max_num_tokens: if grpo { 36_864 } else { 10_240 },
                 max_num_tokens_per_sample: 10_240,
+                max_image_size: None,
+                sample_latents: true,
+                flip_prob: if stage == Stage::Amg { 0.5 } else { 0.0 },
+                depth_scale: None,
+                min_depth: None,
+                max_depth: None,
             },
             loss: LossConfig {
                 ce_weight: 1.0,
@@ -441,6 +497,8 @@ impl TrainConfig {
                 numeric_rel_tol: 1e-4,
                 flow_steps: 30,
                 rollout_timestep_shift: 3.0,
+                rollout_mode: "cooper".to_string(),
+                max_inter_num: 3,
             },
             judge: JudgeConfig {
                 endpoint: None,
@@ -455,6 +513,16 @@ impl TrainConfig {
             tokenizer: TokenizerConfig {
                 vocab_size: 32_000,
                 min_frequency: 2,
+            },
+            ae: AeTrainConfig {
+                kl_weight: 1e-6,
+                crop_size: 64,
+                batch_size: 4,
+                stats_images: 64,
+            },
+            sft: SftConfig {
+                system_prompt: "interleave".to_string(),
+                match_inference_context: false,
             },
         }
     }
@@ -592,6 +660,34 @@ impl TrainConfig {
                 g.reward_weights.len(),
                 g.reward_funcs.len()
             ));
+        }
+        if !(0.0..=1.0).contains(&self.data.flip_prob) {
+            return bad(format!(
+                "data.flip_prob must lie in [0, 1], got {}",
+                self.data.flip_prob
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (self.data.min_depth, self.data.max_depth) {
+            if lo >= hi || lo.is_nan() || hi.is_nan() {
+                return bad(format!(
+                    "data.min_depth ({lo}) must be below data.max_depth ({hi})"
+                ));
+            }
+        }
+        if !["cooper", "re", "pe", "direct"].contains(&g.rollout_mode.as_str()) {
+            return bad(format!(
+                "grpo.rollout_mode must be cooper, re, pe or direct, got {:?}",
+                g.rollout_mode
+            ));
+        }
+        if !["interleave", "text", "vlm_think", "none"].contains(&self.sft.system_prompt.as_str()) {
+            return bad(format!(
+                "sft.system_prompt must be interleave, text, vlm_think or none, got {:?}",
+                self.sft.system_prompt
+            ));
+        }
+        if self.ae.batch_size == 0 || self.ae.crop_size == 0 {
+            return bad("ae.batch_size and ae.crop_size must be ≥ 1".to_string());
         }
         if g.max_completion_length == 0 {
             return bad("grpo.max_completion_length must be ≥ 1".to_string());

@@ -22,7 +22,7 @@
 //! It must not know about the model: no dependency on `cooper-model` or `cooper-infer`.
 //! Parameters arrive as named `candle_core::Var`s, log-probabilities and predictions as
 //! `Tensor`s, completions as lists of [`rewards::CompletionItem`]s; the stage loops that run
-//! the model and call into this crate live with the command line.
+//! the model and call into this crate live in `cooper-stages`.
 
 pub mod checkpoint;
 pub mod config;

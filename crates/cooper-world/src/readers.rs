@@ -165,11 +165,15 @@ pub enum Stage1Target {
 }
 
 /// One row of a stage-1 JSONL index, paths resolved against the data folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stage1Entry {
     pub rgb: PathBuf,
     pub target: Stage1Target,
     pub data_id: Option<String>,
+    /// Depth PNG value per metre, when the row records it (`depth_scale`, our rows do).
+    pub depth_scale: Option<f32>,
+    /// Valid depth range in metres, when the row records it (`min_depth`, `max_depth`).
+    pub depth_range: Option<(f32, f32)>,
 }
 
 fn read_lines(path: &Path) -> Result<String> {
@@ -213,9 +217,22 @@ pub fn read_stage1_index(jsonl: &Path, data_dir: &Path) -> Result<Vec<Stage1Entr
                 ))
             }
         };
+        let number = |name: &str| v.get(name).and_then(|x| x.as_f64()).map(|x| x as f32);
+        let depth_range = match (number("min_depth"), number("max_depth")) {
+            (Some(lo), Some(hi)) if lo < hi => Some((lo, hi)),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "max_depth",
+                    "min_depth and max_depth must both be given, min < max",
+                ))
+            }
+        };
         out.push(Stage1Entry {
             rgb,
             target,
+            depth_scale: number("depth_scale"),
+            depth_range,
             data_id: v.get("data_id").map(|d| match d.as_str() {
                 Some(s) => s.to_string(),
                 None => d.to_string(),

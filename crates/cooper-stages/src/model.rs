@@ -1,0 +1,236 @@
+//! The model side of a stage: a model folder loaded with trainable weights, the choice of
+//! which of them the optimiser sees, a gradient-free view of the same weights for rollouts, and
+//! the export of a finished run as a complete model folder in the official layout.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use cooper_model::init::{save_tensors, write_configs};
+use cooper_model::{AeConfig, AutoEncoder, Bagel, ModelFolder, TokenizerFiles};
+use cooper_train::config::{FreezeConfig, ModelInitConfig};
+use tokenizers::Tokenizer;
+
+use crate::error::{Result, StageError};
+
+/// A model folder whose unified-model weights are `Var`s (the autoencoder stays frozen).
+pub struct TrainableModel {
+    /// Built on the variables of `varmap`; its forward passes record gradients.
+    pub model: Bagel,
+    /// Every unified-model weight under its official name.
+    pub varmap: VarMap,
+    /// The frozen autoencoder of the folder.
+    pub ae: AutoEncoder,
+    pub tokenizer: Tokenizer,
+    /// Where configs, tokenizer and autoencoder come from.
+    pub folder: ModelFolder,
+}
+
+/// Picks the weights file of `dir`: `ema.safetensors` or `model.safetensors` as asked, else
+/// whichever exists.
+fn weights_file(dir: &Path, from_ema: bool) -> Result<PathBuf> {
+    let (first, second) = if from_ema {
+        ("ema.safetensors", "model.safetensors")
+    } else {
+        ("model.safetensors", "ema.safetensors")
+    };
+    [first, second]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            StageError::Input(format!(
+                "{} holds neither ema.safetensors nor model.safetensors",
+                dir.display()
+            ))
+        })
+}
+
+impl TrainableModel {
+    /// Opens `model_path` (configs, tokenizer, autoencoder) and takes the weights from
+    /// `init_from` when given (a model folder or a folder holding a full weights file).
+    pub fn load(init: &ModelInitConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let mut folder = ModelFolder::open(&init.model_path)?;
+        let weight_dir = init.init_from.as_deref().unwrap_or(&init.model_path);
+        folder.weights = weights_file(weight_dir, init.from_ema)?;
+        let (model, varmap) = folder.load_trainable(dtype, device)?;
+        let ae = folder.load_ae(dtype, device)?;
+        let tokenizer = cooper_infer::engine::load_tokenizer(&folder.tokenizer)?;
+        Ok(Self {
+            model,
+            varmap,
+            ae,
+            tokenizer,
+            folder,
+        })
+    }
+
+    /// Text → ids (no special tokens), as the inference engine encodes.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| StageError::Input(format!("tokenizer: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Every weight, sorted by name (a fixed order keeps optimiser state and resume stable).
+    pub fn all_vars(&self) -> Result<Vec<(String, Var)>> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| StageError::Input("weight map lock poisoned".into()))?;
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(vars)
+    }
+
+    /// The weights the optimiser updates under `freeze`; an error when nothing is left.
+    pub fn trainable_params(&self, freeze: &FreezeConfig) -> Result<Vec<(String, Var)>> {
+        let params: Vec<_> = self
+            .all_vars()?
+            .into_iter()
+            .filter(|(name, _)| freeze.is_trainable(name))
+            .collect();
+        if params.is_empty() {
+            return Err(StageError::Input(
+                "the freeze settings leave no weight to train".into(),
+            ));
+        }
+        Ok(params)
+    }
+
+    /// A model over the same storage without gradient tracking, for rollouts: it sees every
+    /// optimiser step (updates are written in place) but builds no autograd graph.
+    pub fn inference_view(&self) -> Result<Bagel> {
+        let tensors: HashMap<String, Tensor> = self
+            .all_vars()?
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, self.model.dtype(), self.model.device());
+        Ok(Bagel::new(&self.model.config, self.model.special, vb)?)
+    }
+
+    /// The current weights (detached), with `overrides` (EMA averages) replacing theirs.
+    pub fn weights_with(
+        &self,
+        overrides: &HashMap<String, Tensor>,
+    ) -> Result<HashMap<String, Tensor>> {
+        Ok(self
+            .all_vars()?
+            .into_iter()
+            .map(|(k, v)| {
+                let t = overrides
+                    .get(&k)
+                    .cloned()
+                    .unwrap_or_else(|| v.as_tensor().detach());
+                (k, t)
+            })
+            .collect())
+    }
+}
+
+/// What a finished run writes into its model folder.
+pub struct ExportedWeights<'a> {
+    /// Full unified-model weights for `model.safetensors` (the last step's values).
+    pub model: Option<&'a HashMap<String, Tensor>>,
+    /// Full unified-model weights for `ema.safetensors` (EMA where kept).
+    pub ema: Option<&'a HashMap<String, Tensor>>,
+    /// A replacement autoencoder (the `ae` stage), with its config.
+    pub ae: Option<(&'a AeConfig, &'a HashMap<String, Tensor>)>,
+}
+
+/// Writes a complete model folder at `out` in the official layout: the configs, special
+/// tokens and tokenizer of `base`, its autoencoder unless replaced, and the given weights
+/// (weights not given are copied from `base`). It is assembled in a sibling temp folder and
+/// renamed into place, so `out` is either the old folder or the complete new one.
+pub fn export_model_folder(
+    base: &ModelFolder,
+    out: &Path,
+    weights: ExportedWeights<'_>,
+    dtype: DType,
+) -> Result<PathBuf> {
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent, e))?;
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| StageError::io(&tmp, e))?;
+    }
+    let result = (|| -> Result<()> {
+        let mut config = base.config.clone();
+        if let Some((ae_config, _)) = weights.ae {
+            config.ae = ae_config.clone();
+        }
+        write_configs(&tmp, &config, base.special)?;
+        let copy = |from: &Path, name: &str| -> Result<()> {
+            let to = tmp.join(name);
+            std::fs::copy(from, &to).map_err(|e| StageError::io(from, e))?;
+            Ok(())
+        };
+        match &base.tokenizer {
+            TokenizerFiles::Json(p) => copy(p, "tokenizer.json")?,
+            TokenizerFiles::VocabMerges { vocab, merges } => {
+                copy(vocab, "vocab.json")?;
+                copy(merges, "merges.txt")?;
+            }
+        }
+        let tokenizer_config = base.dir.join("tokenizer_config.json");
+        if tokenizer_config.is_file() {
+            copy(&tokenizer_config, "tokenizer_config.json")?;
+        }
+        match weights.ae {
+            Some((_, ae)) => save_tensors(&tmp.join("ae.safetensors"), ae, dtype)?,
+            None => copy(&base.ae_weights, "ae.safetensors")?,
+        }
+        let with_tables = |w: &HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
+            let mut w = w.clone();
+            for name in ["vit_pos_embed.pos_embed", "latent_pos_embed.pos_embed"] {
+                if !w.contains_key(name) {
+                    let (side, dim) = if name.starts_with("vit") {
+                        (
+                            config.bagel.vit_max_num_patch_per_side,
+                            config.llm.hidden_size,
+                        )
+                    } else {
+                        (config.bagel.max_latent_size, config.llm.hidden_size)
+                    };
+                    let table = cooper_model::embeddings::sincos_2d_table(side, dim);
+                    let table = Tensor::from_vec(table, (side * side, dim), &Device::Cpu)?;
+                    w.insert(name.to_string(), table);
+                }
+            }
+            Ok(w)
+        };
+        let mut wrote_any = false;
+        if let Some(w) = weights.model {
+            save_tensors(&tmp.join("model.safetensors"), &with_tables(w)?, dtype)?;
+            wrote_any = true;
+        }
+        if let Some(w) = weights.ema {
+            save_tensors(&tmp.join("ema.safetensors"), &with_tables(w)?, dtype)?;
+            wrote_any = true;
+        }
+        if !wrote_any {
+            let name = base
+                .weights
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("ema.safetensors")
+                .to_string();
+            copy(&base.weights, &name)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| StageError::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| StageError::io(out, e))?;
+    Ok(out.to_path_buf())
+}

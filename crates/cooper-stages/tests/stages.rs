@@ -1,0 +1,370 @@
+//! Each stage on a tiny model and a tiny synthetic world: it overfits, resumes exactly, and
+//! stops cleanly on a non-finite loss.
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::DType;
+use cooper_model::init::{init_folder, Preset};
+use cooper_stages::{run_stage, RunOptions};
+use cooper_train::config::{Stage, TrainConfig};
+use cooper_world::{write_dataset, SceneConfig, WorldConfig};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    world: PathBuf,
+    model: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let world = dir.path().join("world");
+        let config = WorldConfig {
+            seed: 11,
+            scenes: 4,
+            scene: SceneConfig {
+                width: 32,
+                height: 32,
+                ..SceneConfig::default()
+            },
+            questions_per_scene: 4,
+            chains_per_scene: 1,
+        };
+        write_dataset(&config, &world, &|_| {}).unwrap();
+        let model = dir.path().join("tiny");
+        init_folder(&model, Preset::Tiny, true, DType::F32, 3).unwrap();
+        Fixture {
+            _dir: dir,
+            world,
+            model,
+        }
+    })
+}
+
+fn config(stage: Stage, out: &Path, files: &[PathBuf]) -> TrainConfig {
+    let f = fixture();
+    let mut c = TrainConfig::for_stage(stage);
+    c.run.out_dir = out.to_path_buf();
+    c.run.save_every = 0;
+    c.run.seed = 5;
+    c.model.model_path = f.model.clone();
+    c.data.files = files.to_vec();
+    c.data.max_image_size = Some(32);
+    c.data.expected_num_tokens = 1;
+    c.optim.warmup_steps = 0;
+    c.optim.lr = 2e-3;
+    c.ema.enabled = false;
+    c
+}
+
+fn first_rows(src: &Path, n: usize, dst: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(src).unwrap();
+    let rows: Vec<&str> = text.lines().take(n).collect();
+    std::fs::write(dst, rows.join("\n") + "\n").unwrap();
+    dst.to_path_buf()
+}
+
+fn losses(out: &Path, key: &str) -> Vec<f64> {
+    cooper_train::metrics::read_jsonl(&out.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| r.values[key])
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn amg_overfits_a_tiny_set() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let depth = first_rows(
+        &f.world.join("stage1_depth.jsonl"),
+        1,
+        &f.world.join("d1.jsonl"),
+    );
+    let mut c = config(Stage::Amg, &tmp.path().join("run"), &[depth]);
+    c.run.total_steps = 400;
+    c.optim.lr = 1e-2;
+    c.optim.schedule = cooper_train::config::ScheduleKind::Cosine;
+    c.optim.min_lr = 0.0;
+    c.data.flip_prob = 0.0;
+    c.data.sample_latents = false;
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let l = losses(&c.run.out_dir, "mse");
+    let (first, last) = (mean(&l[..10]), mean(&l[l.len() - 20..]));
+    eprintln!(
+        "amg: mse {first:.4} -> {last:.4}, {:.4} s/step",
+        report.mean_step_seconds
+    );
+    assert!(last < 0.1 * first, "flow loss {first} -> {last}");
+    // The exported folder is a complete model folder the inference engine loads.
+    let engine =
+        cooper_infer::Engine::load(&report.model_dir, &candle_core::Device::Cpu, DType::F32)
+            .unwrap();
+    assert_eq!(engine.model.config.llm.hidden_size, 64);
+    assert!(c.run.out_dir.join("loss.png").is_file());
+}
+
+fn sft_config(out: &Path, rows: usize, steps: u64) -> TrainConfig {
+    let f = fixture();
+    let chains = first_rows(
+        &f.world.join("sft_text.jsonl"),
+        rows,
+        &out.with_extension("chains.jsonl"),
+    );
+    let mut c = config(Stage::Sft, out, &[chains]);
+    c.run.total_steps = steps;
+    c.sft.system_prompt = "vlm_think".into();
+    c.sft.match_inference_context = true;
+    c.data.sample_latents = false;
+    c
+}
+
+#[test]
+fn sft_overfits_a_tiny_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = sft_config(&tmp.path().join("run"), 2, 60);
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let l = losses(&c.run.out_dir, "ce");
+    let (first, last) = (l[0], mean(&l[l.len() - 5..]));
+    eprintln!(
+        "sft: ce {first:.4} -> {last:.4}, {:.4} s/step",
+        report.mean_step_seconds
+    );
+    assert!(last < 0.1 * first, "cross-entropy {first} -> {last}");
+}
+
+#[test]
+fn ae_overfits_a_tiny_set() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let depth = first_rows(
+        &f.world.join("stage1_depth.jsonl"),
+        1,
+        &f.world.join("ae1.jsonl"),
+    );
+    let mut c = config(Stage::Ae, &tmp.path().join("run"), &[depth]);
+    c.run.total_steps = 150;
+    c.optim.lr = 3e-3;
+    c.ae.crop_size = 32;
+    c.ae.batch_size = 2;
+    c.ae.stats_images = 2;
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let l = losses(&c.run.out_dir, "rec_loss");
+    let (first, last) = (mean(&l[..5]), mean(&l[l.len() - 10..]));
+    eprintln!(
+        "ae: rec {first:.4} -> {last:.4}, {:.4} s/step",
+        report.mean_step_seconds
+    );
+    assert!(last < 0.1 * first, "reconstruction loss {first} -> {last}");
+    // The new autoencoder and its measured latent scale are in the exported folder.
+    let folder = cooper_model::ModelFolder::open(&report.model_dir).unwrap();
+    let base = cooper_model::ModelFolder::open(&f.model).unwrap();
+    assert_ne!(folder.config.ae.scale_factor, base.config.ae.scale_factor);
+    assert!(folder.config.ae.scale_factor > 0.0);
+    folder
+        .load_ae(DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut t: Vec<(String, Vec<f32>)> =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let depth = f.world.join("stage1_depth.jsonl");
+    let seg = f.world.join("stage1_seg.jsonl");
+    let chains = f.world.join("sft_interleaved.jsonl");
+    let make = |name: &str| {
+        let mut c = config(
+            Stage::Amg,
+            &tmp.path().join(name),
+            &[depth.clone(), seg.clone(), chains.clone()],
+        );
+        c.run.total_steps = 6;
+        c.run.save_every = 2;
+        c.data.expected_num_tokens = 120;
+        c.ema.enabled = true;
+        c.optim.grad_accum_steps = 2;
+        c.sft.system_prompt = "none".into();
+        c
+    };
+    let straight = make("straight");
+    let a = run_stage(&straight, &RunOptions::default()).unwrap();
+
+    let interrupted = make("interrupted");
+    // Three steps, then the process "dies": step 3 is lost, the checkpoint of step 2 remains.
+    let stopped = RunOptions {
+        stop_after: Some(3),
+        ..RunOptions::default()
+    };
+    let partial = run_stage(&interrupted, &stopped).unwrap();
+    assert_eq!(partial.final_step, 3);
+    // Without --resume an existing run is refused rather than overwritten.
+    let err = run_stage(&interrupted, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    std::fs::remove_dir_all(interrupted.run.out_dir.join("0000003")).ok();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let b = run_stage(&interrupted, &resume).unwrap();
+    assert_eq!(b.final_step, 6);
+    assert_eq!(b.steps_run, 4);
+    assert_eq!(weights(&a.model_dir), weights(&b.model_dir));
+    let ema = |d: &Path| std::fs::read(d.join("ema.safetensors")).unwrap();
+    assert_eq!(ema(&a.model_dir), ema(&b.model_dir));
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = sft_config(&tmp.path().join("run"), 1, 10);
+    c.run.save_every = 1;
+    // A learning rate no model survives: the first step writes ~1e30 into every weight.
+    c.optim.lr = 1e30;
+    c.optim.max_grad_norm = 0.0;
+    let err = run_stage(&c, &RunOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("step 2") && msg.contains("loss"), "{msg}");
+    let ckpts = cooper_train::checkpoint::Checkpointer::new(&c.run.out_dir, 3)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(ckpts.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1]);
+    cooper_train::checkpoint::Checkpointer::load(&ckpts[0].1, &candle_core::Device::Cpu).unwrap();
+}
+
+#[test]
+fn grpo_rolls_out_scores_and_updates() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    // A policy that has seen the answer: SFT on the first text chain.
+    let sft = sft_config(&tmp.path().join("sft"), 1, 40);
+    let sft_report = run_stage(&sft, &RunOptions::default()).unwrap();
+    let prompts = first_rows(&f.world.join("rl.jsonl"), 1, &tmp.path().join("rl1.jsonl"));
+    let mut c = config(Stage::Grpo, &tmp.path().join("grpo"), &[prompts]);
+    c.data.image_root = Some(f.world.clone());
+    c.model.init_from = Some(sft_report.model_dir.clone());
+    c.grpo.rollout_mode = "re".into();
+    c.grpo.num_generations = 4;
+    c.grpo.max_think_tokens = 200;
+    c.grpo.reward_funcs = vec!["accuracy".into(), "format".into()];
+    c.optim.grad_accum_steps = 4;
+    c.optim.lr = 1e-4;
+    c.run.total_steps = 3;
+    c.data.sample_latents = false;
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    assert_eq!(report.final_step, 3);
+    let log = cooper_train::metrics::read_jsonl(&c.run.out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.len(), 3);
+    for key in [
+        "reward",
+        "reward_std",
+        "rewards/accuracy/mean",
+        "rewards/format/std",
+        "entropy",
+        "clip_ratio/region_mean",
+        "completions/mean_length",
+        "depth_nums",
+        "segmentation_nums",
+        "loss",
+    ] {
+        assert!(log[0].values.contains_key(key), "missing metric {key}");
+    }
+    let rewards: Vec<f64> = log.iter().map(|r| r.values["reward"]).collect();
+    eprintln!(
+        "grpo: rewards {rewards:?}, {:.3} s/step",
+        report.mean_step_seconds
+    );
+    assert!(rewards.iter().all(|r| (0.0..=2.0).contains(r)));
+    cooper_infer::Engine::load(&report.model_dir, &candle_core::Device::Cpu, DType::F32).unwrap();
+}
+
+/// The re-packed rollout scores each generated token exactly as the cached decoding path that
+/// sampled it does: the training sequence is the rollout's context.
+#[test]
+fn repacked_rollouts_score_what_the_sampler_saw() {
+    use cooper_infer::{Backend, Mode, ReasonParams};
+    let f = fixture();
+    let dev = candle_core::Device::Cpu;
+    let init = cooper_train::config::ModelInitConfig {
+        model_path: f.model.clone(),
+        init_from: None,
+        from_ema: true,
+    };
+    let tm = cooper_stages::model::TrainableModel::load(&init, DType::F32, &dev).unwrap();
+    let (vae_resize, vit_resize) = cooper_stages::pictures::resizes(&tm.folder, Some(32));
+    let engine = cooper_infer::Engine {
+        model: tm.inference_view().unwrap(),
+        ae: tm.ae.clone(),
+        tokenizer: tm.tokenizer.clone(),
+        folder: tm.folder.clone(),
+        vit_resize,
+        show_progress: false,
+    };
+    let image = cooper_stages::pictures::load_rgb(&f.world.join("images/s11_000000.png")).unwrap();
+    for mode in [Mode::Re, Mode::Direct] {
+        let mut params = ReasonParams {
+            mode,
+            vae_resize,
+            vit_resize,
+            ..ReasonParams::default()
+        };
+        params.text.do_sample = true;
+        params.text.temperature = 1.0;
+        params.text.max_new_tokens = 12;
+        params.text.seed = 9;
+        let trace =
+            cooper_infer::reason(&engine, &image, "How many cubes?", &params, &mut |_| {}).unwrap();
+        let batch = cooper_stages::grpo::repack(&tm, &trace, &vit_resize, None).unwrap();
+        let (logps, _) = cooper_stages::grpo::generated_log_probs(&tm.model, &batch, 1.0)
+            .unwrap()
+            .unwrap();
+        let logps: Vec<f32> = logps.to_vec1().unwrap();
+
+        // The same context through the inference path, then the turn token by token.
+        let mut ctx = engine.empty_context();
+        let mut turn = String::new();
+        for e in &trace.entries {
+            match e {
+                cooper_infer::trace::TraceEntry::Text { text, .. } => {
+                    engine.append_text(&mut ctx, text).unwrap()
+                }
+                cooper_infer::trace::TraceEntry::Image { image, .. } => engine
+                    .append_image(&mut ctx, image, mode != Mode::Re, true)
+                    .unwrap(),
+                cooper_infer::trace::TraceEntry::ModelTurn { text, .. } => turn = text.clone(),
+            }
+        }
+        let mut targets = engine.encode(&turn).unwrap();
+        targets.push(tm.model.special.eos);
+        let mut token = tm.model.special.bos;
+        let mut expected = Vec::new();
+        for &t in &targets {
+            let (logits, next) = engine.model.decode_step(&ctx, token).unwrap();
+            ctx = next;
+            let lp = candle_nn::ops::log_softmax(&logits.flatten_all().unwrap(), 0).unwrap();
+            expected.push(lp.get(t as usize).unwrap().to_scalar::<f32>().unwrap());
+            token = t;
+        }
+        assert_eq!(logps.len(), expected.len(), "{mode:?}");
+        for (a, b) in logps.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-3, "{mode:?}: {logps:?} vs {expected:?}");
+        }
+    }
+}
