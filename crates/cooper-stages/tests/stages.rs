@@ -249,29 +249,63 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     cooper_train::checkpoint::Checkpointer::load(&ckpts[0].1, &candle_core::Device::Cpu).unwrap();
 }
 
+/// Two SFT chains for the first RL question that differ only in the answer: the first says
+/// the right one, the second a wrong one, so the SFT policy answers right about half the time.
+fn two_answer_chains(world: &Path, out: &Path) -> (PathBuf, String) {
+    let text = std::fs::read_to_string(world.join("sft_text.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let rl = std::fs::read_to_string(world.join("rl.jsonl")).unwrap();
+    let prompt: serde_json::Value = serde_json::from_str(rl.lines().next().unwrap()).unwrap();
+    let right = prompt["answer"].as_str().unwrap().to_string();
+    let wrong = format!("{}9", right);
+    let lines: Vec<String> = [&right, &wrong]
+        .iter()
+        .map(|answer| {
+            let mut r = row.clone();
+            for e in r["interleaved_reason"].as_array_mut().unwrap() {
+                if e["need_loss"] == "true" {
+                    e["value"] = format!(
+                        "<think> It is about {answer}. </think>\n<answer> \\boxed{{{answer}}} </answer>"
+                    )
+                    .into();
+                }
+            }
+            r.to_string()
+        })
+        .collect();
+    std::fs::write(out, lines.join("\n") + "\n").unwrap();
+    (out.to_path_buf(), right)
+}
+
+/// GRPO alone moves a policy that is right half the time towards the rewarded answer.
 #[test]
-fn grpo_rolls_out_scores_and_updates() {
+fn grpo_raises_the_reward_of_a_tiny_policy() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    // A policy that has seen the answer: SFT on the first text chain.
-    let sft = sft_config(&tmp.path().join("sft"), 1, 40);
+    let (chains, _) = two_answer_chains(&f.world, &tmp.path().join("two.jsonl"));
+    let mut sft = config(Stage::Sft, &tmp.path().join("sft"), &[chains]);
+    sft.run.total_steps = 60;
+    sft.sft.system_prompt = "vlm_think".into();
+    sft.sft.match_inference_context = true;
+    sft.data.sample_latents = false;
     let sft_report = run_stage(&sft, &RunOptions::default()).unwrap();
+
     let prompts = first_rows(&f.world.join("rl.jsonl"), 1, &tmp.path().join("rl1.jsonl"));
     let mut c = config(Stage::Grpo, &tmp.path().join("grpo"), &[prompts]);
     c.data.image_root = Some(f.world.clone());
     c.model.init_from = Some(sft_report.model_dir.clone());
     c.grpo.rollout_mode = "re".into();
-    c.grpo.num_generations = 4;
-    c.grpo.max_think_tokens = 200;
+    c.grpo.num_generations = 8;
+    c.grpo.max_think_tokens = 80;
     c.grpo.reward_funcs = vec!["accuracy".into(), "format".into()];
-    c.optim.grad_accum_steps = 4;
-    c.optim.lr = 1e-4;
-    c.run.total_steps = 3;
+    c.optim.grad_accum_steps = 8;
+    c.optim.lr = 2e-4;
+    c.run.total_steps = 20;
     c.data.sample_latents = false;
     let report = run_stage(&c, &RunOptions::default()).unwrap();
-    assert_eq!(report.final_step, 3);
+    assert_eq!(report.final_step, 20);
     let log = cooper_train::metrics::read_jsonl(&c.run.out_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.len(), 3);
+    assert_eq!(log.len(), 20);
     for key in [
         "reward",
         "reward_std",
@@ -286,12 +320,19 @@ fn grpo_rolls_out_scores_and_updates() {
     ] {
         assert!(log[0].values.contains_key(key), "missing metric {key}");
     }
-    let rewards: Vec<f64> = log.iter().map(|r| r.values["reward"]).collect();
+    let accuracy: Vec<f64> = log
+        .iter()
+        .map(|r| r.values["rewards/accuracy/mean"])
+        .collect();
+    let (first, last) = (mean(&accuracy[..3]), mean(&accuracy[accuracy.len() - 10..]));
     eprintln!(
-        "grpo: rewards {rewards:?}, {:.3} s/step",
+        "grpo: accuracy {accuracy:?}, {:.3} s/step",
         report.mean_step_seconds
     );
-    assert!(rewards.iter().all(|r| (0.0..=2.0).contains(r)));
+    assert!(
+        last > first + 0.15 && last > 0.6,
+        "accuracy {first:.3} over the first steps, {last:.3} over the last"
+    );
     cooper_infer::Engine::load(&report.model_dir, &candle_core::Device::Cpu, DType::F32).unwrap();
 }
 
@@ -318,7 +359,14 @@ fn repacked_rollouts_score_what_the_sampler_saw() {
         show_progress: false,
     };
     let image = cooper_stages::pictures::load_rgb(&f.world.join("images/s11_000000.png")).unwrap();
-    for mode in [Mode::Re, Mode::Direct] {
+    for (round, mode) in [Mode::Re, Mode::Direct, Mode::Re].into_iter().enumerate() {
+        if round == 2 {
+            // An optimiser writes every weight in place; the rollout view must see it.
+            for (_, var) in tm.all_vars().unwrap() {
+                let bumped = (var.as_tensor() * 1.05).unwrap();
+                var.set(&bumped).unwrap();
+            }
+        }
         let mut params = ReasonParams {
             mode,
             vae_resize,
