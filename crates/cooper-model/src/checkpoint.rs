@@ -250,7 +250,7 @@ fn weights_error(file: &Path, e: candle_core::Error) -> ModelError {
 
 /// Looks the four special tokens up: `special_tokens.json`, else the tokenizer's added tokens, else
 /// `tokenizer_config.json`'s `added_tokens_decoder`, else `vocab.json`.
-fn find_special_tokens(dir: &Path) -> Result<SpecialTokens> {
+pub(crate) fn find_special_tokens(dir: &Path) -> Result<SpecialTokens> {
     let path = dir.join("special_tokens.json");
     if path.is_file() {
         let f: SpecialTokensFile = read_json(&path)?;

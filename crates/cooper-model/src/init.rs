@@ -1,6 +1,7 @@
 //! Randomly initialised model folders in the official layout (`cooper init --preset …`).
 //!
-//! Presets: `tiny` (the size of the reference fixtures), `small` (Qwen2-0.5B dimensions for the LLM, a
+//! Presets: `tiny` (the size of the reference fixtures), `default` (the size of the embedded default
+//! model, trained from scratch on the synthetic world within 90 CPU minutes), `small` (Qwen2-0.5B dimensions for the LLM, a
 //! SigLIP-base-sized ViT, the FLUX autoencoder layout) and `bagel-7b` (the real BAGEL-7B-MoT
 //! dimensions). Weights come from the modules' own initialisers through a `VarMap`, so every name and
 //! shape is the one the loader reads; `llm2vae` starts at zero as in the official `_init_weights`.
@@ -21,6 +22,7 @@ use crate::error::{ModelError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     Tiny,
+    Default,
     Small,
     Bagel7b,
 }
@@ -30,9 +32,12 @@ impl std::str::FromStr for Preset {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "tiny" => Ok(Self::Tiny),
+            "default" => Ok(Self::Default),
             "small" => Ok(Self::Small),
             "bagel-7b" => Ok(Self::Bagel7b),
-            other => Err(format!("unknown preset {other:?} (tiny, small, bagel-7b)")),
+            other => Err(format!(
+                "unknown preset {other:?} (tiny, default, small, bagel-7b)"
+            )),
         }
     }
 }
@@ -93,6 +98,24 @@ impl Preset {
                 },
                 bagel: BagelConfig {
                     max_latent_size: 16,
+                    vit_max_num_patch_per_side: 8,
+                    ..BagelConfig::default()
+                },
+            },
+            // 128-px pictures: 8×8 latent tokens (16 px each) and 8×8 ViT patches at 112 px;
+            // about 4 M parameters with a 2k-token BPE, 8 MB in f16.
+            Preset::Default => ModelConfig {
+                llm: llm(128, 384, 4, 4, 2, 2048),
+                vit: vit(64, 192, 2, 4, 112),
+                ae: AeConfig {
+                    ch: 32,
+                    ch_mult: vec![1, 2, 2, 4],
+                    num_res_blocks: 1,
+                    z_channels: 8,
+                    ..AeConfig::default()
+                },
+                bagel: BagelConfig {
+                    max_latent_size: 8,
                     vit_max_num_patch_per_side: 8,
                     ..BagelConfig::default()
                 },
@@ -339,18 +362,77 @@ pub fn init_folder(
     dtype: DType,
     seed: u64,
 ) -> Result<()> {
+    init_folder_with_tokenizer(dir, preset, None, weights, dtype, seed)
+}
+
+/// Ids a `tokenizer.json` can produce: one past the largest id of its vocabulary and added tokens.
+fn tokenizer_id_count(path: &Path) -> Result<usize> {
+    let v: serde_json::Value = crate::checkpoint::read_json(path)?;
+    let vocab = v["model"]["vocab"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, id)| id.as_u64());
+    let added = v["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_u64());
+    vocab
+        .chain(added)
+        .max()
+        .map(|m| m as usize + 1)
+        .ok_or_else(|| ModelError::Config {
+            file: path.display().to_string(),
+            field: "model.vocab".into(),
+            why: "the tokenizer has no tokens".into(),
+        })
+}
+
+/// As [`init_folder`], with the tokenizer of `tokenizer_dir` (its `tokenizer.json`, e.g. from
+/// `cooper train tokenizer`) instead of the byte-level stand-in; the vocabulary is sized to it
+/// (rounded up to a multiple of 64) and the special tokens are looked up in it.
+pub fn init_folder_with_tokenizer(
+    dir: &Path,
+    preset: Preset,
+    tokenizer_dir: Option<&Path>,
+    weights: bool,
+    dtype: DType,
+    seed: u64,
+) -> Result<()> {
     let mut config = preset.config();
     config.validate()?;
-    if config.llm.vocab_size < 261 {
-        config.llm.vocab_size = 261;
-    }
-    write_configs(dir, &config, INIT_SPECIAL)?;
-    let tok =
-        serde_json::to_vec(&byte_level_tokenizer_json()).map_err(|source| ModelError::Json {
-            path: dir.join("tokenizer.json"),
-            source,
-        })?;
-    write_atomic(&dir.join("tokenizer.json"), &tok)?;
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let special = match tokenizer_dir {
+        Some(src) => {
+            let from = src.join("tokenizer.json");
+            let bytes = std::fs::read(&from).map_err(|source| ModelError::Io {
+                path: from.clone(),
+                source,
+            })?;
+            write_atomic(&dir.join("tokenizer.json"), &bytes)?;
+            config.llm.vocab_size = tokenizer_id_count(&from)?.div_ceil(64) * 64;
+            // Only the tokenizer is in `dir` yet, so the lookup reads its added tokens.
+            crate::checkpoint::find_special_tokens(dir)?
+        }
+        None => {
+            if config.llm.vocab_size < 261 {
+                config.llm.vocab_size = 261;
+            }
+            let tok = serde_json::to_vec(&byte_level_tokenizer_json()).map_err(|source| {
+                ModelError::Json {
+                    path: dir.join("tokenizer.json"),
+                    source,
+                }
+            })?;
+            write_atomic(&dir.join("tokenizer.json"), &tok)?;
+            INIT_SPECIAL
+        }
+    };
+    write_configs(dir, &config, special)?;
     if weights {
         save_tensors(
             &dir.join("ema.safetensors"),

@@ -416,3 +416,36 @@ fn repacked_rollouts_score_what_the_sampler_saw() {
         }
     }
 }
+
+/// `init` with a trained tokenizer: the vocabulary fits it, the special tokens are found in it,
+/// and the folder loads and tokenises far shorter than bytes.
+#[test]
+fn a_model_folder_can_start_from_a_trained_tokenizer() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = cooper_train::corpus::world_corpus(&f.world).unwrap();
+    let options = cooper_train::tokenizer::BpeOptions {
+        vocab_size: 400,
+        min_frequency: 2,
+        show_progress: false,
+    };
+    let tok = cooper_train::tokenizer::train_bpe(texts.iter(), &options).unwrap();
+    cooper_train::tokenizer::save_tokenizer(&tok, &tmp.path().join("tok")).unwrap();
+    let dir = tmp.path().join("model");
+    cooper_model::init::init_folder_with_tokenizer(
+        &dir,
+        Preset::Tiny,
+        Some(&tmp.path().join("tok")),
+        true,
+        DType::F32,
+        1,
+    )
+    .unwrap();
+    let folder = cooper_model::ModelFolder::open(&dir).unwrap();
+    assert_eq!(folder.config.llm.vocab_size % 64, 0);
+    assert!(folder.config.llm.vocab_size >= tok.get_vocab_size(true));
+    assert_eq!(folder.special.bos, tok.token_to_id("<|im_start|>").unwrap());
+    let engine = cooper_infer::Engine::load(&dir, &candle_core::Device::Cpu, DType::F32).unwrap();
+    let text = "<think> The red cube is closer to the camera. </think>";
+    assert!(engine.encode(text).unwrap().len() * 2 < text.len());
+}

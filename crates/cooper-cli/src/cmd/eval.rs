@@ -32,6 +32,12 @@ pub struct EvalArgs {
     /// Evaluate only the first N items.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Most tokens per model turn (the official `max_think_token_n`; 2048 by default).
+    #[arg(long)]
+    pub max_think_tokens: Option<usize>,
+    /// Flow steps per generated map (30 by default).
+    #[arg(long)]
+    pub flow_steps: Option<usize>,
     /// Base URL of an OpenAI-compatible judge, e.g. https://host/v1 (default: $COOPER_JUDGE_URL;
     /// no judge when neither is set).
     #[arg(long)]
@@ -180,6 +186,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let mut engine = model.load()?;
     engine.show_progress = false;
-    let params = engine.default_reason_params();
+    let mut params = engine.default_reason_params();
+    if let Some(n) = args.max_think_tokens {
+        params.text.max_new_tokens = n;
+    }
+    if let Some(n) = args.flow_steps {
+        params.image.num_timesteps = n;
+    }
     run_with_answerer(&args, EngineAnswerer { engine, params })
 }

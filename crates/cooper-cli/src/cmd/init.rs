@@ -2,11 +2,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use cooper_model::init::{init_folder, Preset};
+use cooper_model::init::{init_folder_with_tokenizer, Preset};
 
 #[derive(clap::Args)]
 pub struct InitArgs {
-    /// tiny (fixture-sized), small (Qwen2-0.5B + SigLIP-base + FLUX AE) or bagel-7b (real dimensions).
+    /// tiny (fixture-sized), default (the embedded default's size), small (Qwen2-0.5B + SigLIP-base +
+    /// FLUX AE) or bagel-7b (real dimensions).
     #[arg(long)]
     preset: String,
     /// Output folder (created if missing).
@@ -21,14 +22,25 @@ pub struct InitArgs {
     /// Seed of the weight draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Folder with a `tokenizer.json` (e.g. from `cooper train tokenizer`) to use instead of the
+    /// byte-level stand-in; the vocabulary is sized to it.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 pub fn run(args: InitArgs) -> Result<()> {
     let preset: Preset = args.preset.parse().map_err(anyhow::Error::msg)?;
     let weights = args.weights.unwrap_or(preset != Preset::Bagel7b);
     let dtype = super::common::parse_dtype(&args.dtype)?;
-    init_folder(&args.out, preset, weights, dtype, args.seed)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    init_folder_with_tokenizer(
+        &args.out,
+        preset,
+        args.tokenizer.as_deref(),
+        weights,
+        dtype,
+        args.seed,
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {} model folder to {}{}",
         args.preset,

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The default model, end to end with the project's own commands: a synthetic world, a BPE
+# tokenizer, the `default` preset, then ae -> amg (stage 1) -> sft (stage 2a) -> grpo (stage 2b),
+# and an evaluation on a held-out world (a seed never used in training).
+#
+# Usage: scripts/train-default.sh [OUT_DIR]      (default runs/default)
+# Knobs (environment): SCENES, EVAL_SCENES, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS, and
+# QUICK=1 for a smoke run of every stage in a few minutes (tiny step counts; not a useful model).
+# A stage whose run folder already holds a finished model is skipped; an interrupted stage is
+# resumed from its last checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/default}
+if [[ "${QUICK:-0}" == 1 ]]; then
+  : "${SCENES:=40}" "${EVAL_SCENES:=10}" "${AE_STEPS:=10}" "${AMG_STEPS:=10}" "${SFT_STEPS:=10}" "${GRPO_STEPS:=2}"
+  echo "QUICK=1: a smoke run of every stage; the model it makes is not useful"
+fi
+SCENES=${SCENES:-2000}
+EVAL_SCENES=${EVAL_SCENES:-100}
+AE_STEPS=${AE_STEPS:-1500}
+AMG_STEPS=${AMG_STEPS:-1500}
+SFT_STEPS=${SFT_STEPS:-1500}
+GRPO_STEPS=${GRPO_STEPS:-30}
+
+cargo build --release -q -p cooper-cli
+BIN=target/release/cooper
+mkdir -p "$OUT"
+SECONDS=0
+stamp() { echo "[$(printf '%5d' "$SECONDS") s] $*"; }
+
+[[ -f "$OUT/world/manifest.json" ]] || "$BIN" world --seed 1 --scenes "$SCENES" --out "$OUT/world" > /dev/null
+[[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
+stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
+[[ -f "$OUT/tokenizer/tokenizer.json" ]] || "$BIN" train tokenizer --data "$OUT/world" --vocab-size 2048 --out "$OUT/tokenizer" > /dev/null
+[[ -f "$OUT/base/ema.safetensors" ]] || "$BIN" init --preset default --tokenizer "$OUT/tokenizer" --out "$OUT/base" > /dev/null
+stamp "tokenizer and base model"
+
+W="$OUT/world"
+stage() { # stage NAME ARGS...: runs `cooper train NAME` unless its model exists; resumes a partial run
+  local name=$1; shift
+  if [[ -f "$OUT/$name/model/llm_config.json" ]]; then stamp "$name: done before"; return; fi
+  local resume=()
+  [[ -d "$OUT/$name" ]] && resume=(--resume)
+  "$BIN" train "$name" --out "$OUT/$name" "${resume[@]}" "$@"
+  stamp "$name"
+}
+stage ae --model "$OUT/base" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AE_STEPS" \
+  --set optim.lr=1e-3 --set optim.warmup_steps=50 --set ae.batch_size=4 --set ae.crop_size=64
+stage amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AMG_STEPS" \
+  --set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024 \
+  --set data.max_depth=20.0 --set run.save_every=250
+stage sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_interleaved.jsonl" \
+  --steps "$SFT_STEPS" --set optim.lr=1e-3 --set optim.warmup_steps=50 \
+  --set data.expected_num_tokens=2048 --set run.save_every=250
+stage grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" --steps "$GRPO_STEPS" \
+  --set optim.lr=1e-4 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
+  --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5
+limit=()
+[[ "${QUICK:-0}" == 1 ]] && limit=(--limit 6)
+"$BIN" eval --model "$OUT/grpo/model" --bench "$OUT/heldout/eval.tsv" --mode cooper --out "$OUT/eval" \
+  --max-think-tokens 256 --flow-steps 10 --no-progress "${limit[@]}" | tail -n 20
+stamp "evaluation"
