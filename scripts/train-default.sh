@@ -4,7 +4,7 @@
 # and an evaluation on a held-out world (a seed never used in training).
 #
 # Usage: scripts/train-default.sh [OUT_DIR]      (default runs/default)
-# Knobs (environment): SCENES, EVAL_SCENES, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS, and
+# Knobs (environment): SCENES, EVAL_SCENES, EVAL_LIMIT, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS, and
 # QUICK=1 for a smoke run of every stage in a few minutes (tiny step counts; not a useful model).
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
@@ -17,10 +17,11 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 fi
 SCENES=${SCENES:-2000}
 EVAL_SCENES=${EVAL_SCENES:-100}
-AE_STEPS=${AE_STEPS:-1500}
-AMG_STEPS=${AMG_STEPS:-1500}
-SFT_STEPS=${SFT_STEPS:-1500}
-GRPO_STEPS=${GRPO_STEPS:-30}
+EVAL_LIMIT=${EVAL_LIMIT:-600}
+AE_STEPS=${AE_STEPS:-400}
+AMG_STEPS=${AMG_STEPS:-800}
+SFT_STEPS=${SFT_STEPS:-600}
+GRPO_STEPS=${GRPO_STEPS:-15}
 
 cargo build --release -q -p cooper-cli
 BIN=target/release/cooper
@@ -53,9 +54,9 @@ stage sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_in
   --steps "$SFT_STEPS" --set optim.lr=1e-3 --set optim.warmup_steps=50 \
   --set data.expected_num_tokens=2048 --set run.save_every=250
 stage grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" --steps "$GRPO_STEPS" \
-  --set optim.lr=1e-4 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
+  --set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5
-limit=()
+limit=(--limit "$EVAL_LIMIT")
 [[ "${QUICK:-0}" == 1 ]] && limit=(--limit 6)
 "$BIN" eval --model "$OUT/grpo/model" --bench "$OUT/heldout/eval.tsv" --mode cooper --out "$OUT/eval" \
   --max-think-tokens 256 --flow-steps 10 --no-progress "${limit[@]}" | tail -n 20

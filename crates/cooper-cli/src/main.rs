@@ -3,6 +3,31 @@
 //! lives here.
 mod cmd;
 
+// Training allocates and frees tensors of tens to hundreds of MB every step; with the system
+// allocator each one is a fresh mapping and page faults took half the step time. mimalloc, told to
+// keep freed memory and to use large OS pages, reuses them (SFT step 7.0 s -> 3.2 s).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc v2 that libmimalloc-sys
+/// 0.1.49 bundles (the crate exports no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn tune_allocator() {
+    // Environment settings (MIMALLOC_PURGE_DELAY, MIMALLOC_ALLOW_LARGE_OS_PAGES) win.
+    // SAFETY: plain option setters of mimalloc, called before any thread is spawned.
+    unsafe {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_LARGE_OS_PAGES").is_none()
+            && std::env::var_os("MIMALLOC_LARGE_OS_PAGES").is_none()
+        {
+            libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
+        }
+    }
+}
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,6 +71,7 @@ enum Command {
 }
 
 fn main() {
+    tune_allocator();
     tracing_subscriber_init();
     if let Err(e) = run(Cli::parse()) {
         // The whole cause chain, without anyhow's backtrace dump.

@@ -146,7 +146,8 @@ pub struct ExportedWeights<'a> {
 /// Writes a complete model folder at `out` in the official layout: the configs, special
 /// tokens and tokenizer of `base`, its autoencoder unless replaced, and the given weights
 /// (weights not given are copied from `base`). It is assembled in a sibling temp folder and
-/// renamed into place, so `out` is either the old folder or the complete new one.
+/// renamed into place, so a crash leaves either the old folder or the complete new one (the old
+/// one possibly under a `.old<pid>` name).
 pub fn export_model_folder(
     base: &ModelFolder,
     out: &Path,
@@ -228,9 +229,20 @@ pub fn export_model_folder(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    // Swap: the old folder steps aside before the new one takes its name, and is removed only
+    // once the new one is in place.
+    let old = out.with_extension(format!("old{}", std::process::id()));
     if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| StageError::io(out, e))?;
+        std::fs::rename(out, &old).map_err(|e| StageError::io(out, e))?;
     }
-    std::fs::rename(&tmp, out).map_err(|e| StageError::io(out, e))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if old.exists() {
+            let _ = std::fs::rename(&old, out);
+        }
+        return Err(StageError::io(out, e));
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| StageError::io(&old, e))?;
+    }
     Ok(out.to_path_buf())
 }

@@ -277,31 +277,40 @@ fn two_answer_chains(world: &Path, out: &Path) -> (PathBuf, String) {
     (out.to_path_buf(), right)
 }
 
-/// GRPO alone moves a policy that is right half the time towards the rewarded answer.
-#[test]
-fn grpo_raises_the_reward_of_a_tiny_policy() {
+fn two_answer_policy(tmp: &Path) -> PathBuf {
     let f = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    let (chains, _) = two_answer_chains(&f.world, &tmp.path().join("two.jsonl"));
-    let mut sft = config(Stage::Sft, &tmp.path().join("sft"), &[chains]);
+    let (chains, _) = two_answer_chains(&f.world, &tmp.join("two.jsonl"));
+    let mut sft = config(Stage::Sft, &tmp.join("sft"), &[chains]);
     sft.run.total_steps = 60;
     sft.sft.system_prompt = "vlm_think".into();
     sft.sft.match_inference_context = true;
     sft.data.sample_latents = false;
-    let sft_report = run_stage(&sft, &RunOptions::default()).unwrap();
+    run_stage(&sft, &RunOptions::default()).unwrap().model_dir
+}
 
-    let prompts = first_rows(&f.world.join("rl.jsonl"), 1, &tmp.path().join("rl1.jsonl"));
-    let mut c = config(Stage::Grpo, &tmp.path().join("grpo"), &[prompts]);
+fn grpo_config(tmp: &Path, name: &str, policy: &Path) -> TrainConfig {
+    let f = fixture();
+    let prompts = first_rows(&f.world.join("rl.jsonl"), 1, &tmp.join("rl1.jsonl"));
+    let mut c = config(Stage::Grpo, &tmp.join(name), &[prompts]);
     c.data.image_root = Some(f.world.clone());
-    c.model.init_from = Some(sft_report.model_dir.clone());
+    c.model.init_from = Some(policy.to_path_buf());
     c.grpo.rollout_mode = "re".into();
     c.grpo.num_generations = 8;
     c.grpo.max_think_tokens = 80;
     c.grpo.reward_funcs = vec!["accuracy".into(), "format".into()];
     c.optim.grad_accum_steps = 8;
     c.optim.lr = 2e-4;
-    c.run.total_steps = 20;
     c.data.sample_latents = false;
+    c
+}
+
+/// GRPO alone moves a policy that is right half the time towards the rewarded answer.
+#[test]
+fn grpo_raises_the_reward_of_a_tiny_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = two_answer_policy(tmp.path());
+    let mut c = grpo_config(tmp.path(), "grpo", &policy);
+    c.run.total_steps = 20;
     let report = run_stage(&c, &RunOptions::default()).unwrap();
     assert_eq!(report.final_step, 20);
     let log = cooper_train::metrics::read_jsonl(&c.run.out_dir.join("metrics.jsonl")).unwrap();
@@ -448,4 +457,36 @@ fn a_model_folder_can_start_from_a_trained_tokenizer() {
     let engine = cooper_infer::Engine::load(&dir, &candle_core::Device::Cpu, DType::F32).unwrap();
     let text = "<think> The red cube is closer to the camera. </think>";
     assert!(engine.encode(text).unwrap().len() * 2 < text.len());
+}
+
+/// GRPO resumes exactly too: rollouts (sampling seeds, maps) come from the run's RNG.
+#[test]
+fn a_killed_grpo_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = two_answer_policy(tmp.path());
+    let make = |name: &str| {
+        let mut c = grpo_config(tmp.path(), name, &policy);
+        c.run.total_steps = 4;
+        c.run.save_every = 2;
+        c
+    };
+    let straight = make("straight");
+    let a = run_stage(&straight, &RunOptions::default()).unwrap();
+    let interrupted = make("interrupted");
+    let stopped = RunOptions {
+        stop_after: Some(3),
+        ..RunOptions::default()
+    };
+    run_stage(&interrupted, &stopped).unwrap();
+    std::fs::remove_dir_all(interrupted.run.out_dir.join("0000003")).ok();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let b = run_stage(&interrupted, &resume).unwrap();
+    assert_eq!((b.final_step, b.steps_run), (4, 2));
+    assert_eq!(weights(&a.model_dir), weights(&b.model_dir));
+    let log =
+        |c: &TrainConfig| std::fs::read_to_string(c.run.out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(log(&straight), log(&interrupted));
 }
