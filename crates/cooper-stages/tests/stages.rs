@@ -65,6 +65,21 @@ fn first_rows(src: &Path, n: usize, dst: &Path) -> PathBuf {
     dst.to_path_buf()
 }
 
+/// The first stage-1 depth row of the world, as its own index file in `dir`.
+fn one_depth_row(dir: &Path) -> PathBuf {
+    let world = &fixture().world;
+    // Relative paths resolve against the index's folder, so the row is re-rooted at the world.
+    let text = std::fs::read_to_string(world.join("stage1_depth.jsonl")).unwrap();
+    let mut row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for key in ["rgb_image", "depth_image"] {
+        let abs = world.join(row[key].as_str().unwrap());
+        row[key] = abs.display().to_string().into();
+    }
+    let out = dir.join("depth1.jsonl");
+    std::fs::write(&out, row.to_string() + "\n").unwrap();
+    out
+}
+
 fn losses(out: &Path, key: &str) -> Vec<f64> {
     cooper_train::metrics::read_jsonl(&out.join("metrics.jsonl"))
         .unwrap()
@@ -79,13 +94,8 @@ fn mean(v: &[f64]) -> f64 {
 
 #[test]
 fn amg_overfits_a_tiny_set() {
-    let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    let depth = first_rows(
-        &f.world.join("stage1_depth.jsonl"),
-        1,
-        &f.world.join("d1.jsonl"),
-    );
+    let depth = one_depth_row(tmp.path());
     let mut c = config(Stage::Amg, &tmp.path().join("run"), &[depth]);
     c.run.total_steps = 400;
     c.optim.lr = 1e-2;
@@ -140,13 +150,8 @@ fn sft_overfits_a_tiny_set() {
 
 #[test]
 fn ae_overfits_a_tiny_set() {
-    let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    let depth = first_rows(
-        &f.world.join("stage1_depth.jsonl"),
-        1,
-        &f.world.join("ae1.jsonl"),
-    );
+    let depth = one_depth_row(tmp.path());
     let mut c = config(Stage::Ae, &tmp.path().join("run"), &[depth]);
     c.run.total_steps = 150;
     c.optim.lr = 3e-3;
@@ -163,7 +168,7 @@ fn ae_overfits_a_tiny_set() {
     assert!(last < 0.1 * first, "reconstruction loss {first} -> {last}");
     // The new autoencoder and its measured latent scale are in the exported folder.
     let folder = cooper_model::ModelFolder::open(&report.model_dir).unwrap();
-    let base = cooper_model::ModelFolder::open(&f.model).unwrap();
+    let base = cooper_model::ModelFolder::open(&fixture().model).unwrap();
     assert_ne!(folder.config.ae.scale_factor, base.config.ae.scale_factor);
     assert!(folder.config.ae.scale_factor > 0.0);
     folder
