@@ -8,11 +8,11 @@
 //! (FLUX's `shift_factor`, `scale_factor`) are measured on `ae.stats_images` whole pictures so
 //! that the LLM sees latents of zero mean and unit variance, and written to `ae_config.json`.
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Module, VarBuilder, VarMap};
-use cooper_infer::transforms::ResizeConfig;
+use cooper_infer::transforms::{to_tensor, ResizeConfig};
 use cooper_model::init::random_ae_weights;
 use cooper_model::{AeConfig, AutoEncoder, ModelFolder};
 use cooper_train::config::TrainConfig;
@@ -21,11 +21,11 @@ use cooper_world::readers::{read_stage1_index, Stage1Target};
 use image::RgbImage;
 use rand::Rng;
 
-use crate::data::Order;
+use crate::data::{image_root_for, Order};
 use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
 use crate::model::{export_model_folder, ExportedWeights};
-use crate::pictures::{depth_target, load_rgb, pixels, resizes, DepthEncoding};
+use crate::pictures::{depth_target, load_rgb, resizes, DepthEncoding};
 
 /// A picture the autoencoder learns to reconstruct.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,26 +61,12 @@ pub fn collect_pictures(config: &TrainConfig) -> Result<Vec<AePicture>> {
             out.extend(found.into_iter().map(AePicture::Rgb));
             continue;
         }
-        let root = data.image_root.clone().unwrap_or_else(|| {
-            file.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        });
-        for entry in read_stage1_index(file, &root)? {
+        for entry in read_stage1_index(file, &image_root_for(data, file))? {
             out.push(AePicture::Rgb(entry.rgb.clone()));
+            let encoding = DepthEncoding::for_row(data, &entry);
             match entry.target {
                 Stage1Target::Segmentation(p) => out.push(AePicture::Rgb(p)),
-                Stage1Target::Depth(p) => {
-                    let (lo, hi) = entry.depth_range.unwrap_or((1e-3, 50.0));
-                    out.push(AePicture::Depth(
-                        p,
-                        DepthEncoding {
-                            scale: data.depth_scale.or(entry.depth_scale).unwrap_or(1000.0),
-                            min_depth: data.min_depth.unwrap_or(lo),
-                            max_depth: data.max_depth.unwrap_or(hi),
-                        },
-                    ));
-                }
+                Stage1Target::Depth(p) => out.push(AePicture::Depth(p, encoding)),
             }
         }
     }
@@ -113,7 +99,7 @@ fn load_picture(
     match picture {
         AePicture::Rgb(p) => {
             let img: RgbImage = crate::pictures::resize_to(&load_rgb(p)?, (tw, th), false);
-            pixels(&img, device)
+            Ok(to_tensor(&img, device)?)
         }
         AePicture::Depth(p, enc) => depth_target(p, *enc, (tw, th), false, device),
     }

@@ -118,6 +118,16 @@ pub struct SampleReader<'a> {
     pub encode: &'a dyn Fn(&str) -> Result<Vec<u32>>,
 }
 
+/// The folder relative image paths of `file` resolve against: `data.image_root`, else the
+/// file's own folder.
+pub fn image_root_for(data: &DataConfig, file: &Path) -> PathBuf {
+    data.image_root.clone().unwrap_or_else(|| {
+        file.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    })
+}
+
 /// The system prompt an SFT setting names.
 pub fn system_prompt(name: &str) -> Option<&'static str> {
     match name {
@@ -164,34 +174,17 @@ impl SampleReader<'_> {
         Ok(out)
     }
 
-    fn root_for(&self, file: &Path) -> PathBuf {
-        self.data.image_root.clone().unwrap_or_else(|| {
-            file.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        })
-    }
-
     fn read_stage1(&self, file: &Path) -> Result<Vec<Sample>> {
-        let root = self.root_for(file);
+        let root = image_root_for(self.data, file);
         let depth_ids = (self.encode)(DEPTH_PROMPT)?;
         let seg_ids = (self.encode)(SEGMENTATION_PROMPT)?;
         let mut out = Vec::new();
         for entry in read_stage1_index(file, &root)? {
             let (w, h) = picture_size(&entry.rgb)?;
             let size = self.vae_resize.target_size(w, h)?;
+            let encoding = DepthEncoding::for_row(self.data, &entry);
             let (target, prompt_ids) = match entry.target {
                 Stage1Target::Depth(path) => {
-                    let (row_lo, row_hi) = entry.depth_range.unwrap_or((1e-3, 50.0));
-                    let encoding = DepthEncoding {
-                        scale: self
-                            .data
-                            .depth_scale
-                            .or(entry.depth_scale)
-                            .unwrap_or(1000.0),
-                        min_depth: self.data.min_depth.unwrap_or(row_lo),
-                        max_depth: self.data.max_depth.unwrap_or(row_hi),
-                    };
                     if !(encoding.min_depth < encoding.max_depth && encoding.scale > 0.0) {
                         return Err(StageError::Input(format!(
                             "{}: depth range {}..{} m with scale {} cannot be encoded",

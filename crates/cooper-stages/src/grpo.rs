@@ -16,11 +16,11 @@
 //! - `num_iterations` must be 1 (then ρ = 1 and old log-probs are the detached current ones,
 //!   exactly as the official run); more passes per round are not implemented.
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 
 use candle_core::{Tensor, Var};
 use cooper_infer::params::{ImageParams, Mode, ReasonParams, TextParams};
 use cooper_infer::trace::{ImageRole, TraceEntry, TurnOutcome};
+use cooper_infer::transforms::to_tensor;
 use cooper_infer::{reason, Engine, ReasonTrace};
 use cooper_model::{Bagel, SequenceBuilder};
 use cooper_train::config::TrainConfig;
@@ -33,12 +33,12 @@ use cooper_train::rewards::{CompletionItem, RewardSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::Order;
+use crate::data::{image_root_for, Order};
 use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
 use crate::model::TrainableModel;
 use crate::packed::export_run;
-use crate::pictures::{load_rgb, moments, pixels, resizes, sample_latent_tokens, vit_patches};
+use crate::pictures::{load_rgb, moments, resizes, sample_latent_tokens, vit_patches};
 
 /// The reward view of a trace: the official output list (system prompt, picture, question,
 /// then turns, maps and prompts), without the turns the loop dropped.
@@ -82,7 +82,7 @@ pub fn repack(
             TraceEntry::Image { role, image, .. } => {
                 let vae = *role == ImageRole::Input && trace.mode != Mode::Re;
                 if vae {
-                    let mo = moments(&model.ae, &pixels(image, m.device())?, m.dtype())?;
+                    let mo = moments(&model.ae, &to_tensor(image, m.device())?, m.dtype())?;
                     let p = m.config.bagel.latent_patch_size;
                     let x0 = sample_latent_tokens(&model.ae, &mo, p, rng.as_deref_mut())?;
                     noise_rows.push(x0.zeros_like()?);
@@ -135,12 +135,7 @@ pub fn read_prompts(config: &TrainConfig) -> Result<Vec<RlRow>> {
     }
     let mut rows = Vec::new();
     for file in &config.data.files {
-        let root: PathBuf = config.data.image_root.clone().unwrap_or_else(|| {
-            file.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        });
-        rows.extend(read_rl_jsonl(file, &root)?);
+        rows.extend(read_rl_jsonl(file, &image_root_for(&config.data, file))?);
     }
     if rows.is_empty() {
         return Err(StageError::Input("the RL files hold no prompts".into()));

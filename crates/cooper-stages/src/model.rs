@@ -114,12 +114,13 @@ impl TrainableModel {
         Ok(Bagel::new(&self.model.config, self.model.special, vb)?)
     }
 
-    /// The current weights (detached), with `overrides` (EMA averages) replacing theirs.
+    /// The current weights (detached) under their official names, with `overrides` (EMA
+    /// averages) replacing theirs, plus the fixed sin-cos tables: a full checkpoint.
     pub fn weights_with(
         &self,
         overrides: &HashMap<String, Tensor>,
     ) -> Result<HashMap<String, Tensor>> {
-        Ok(self
+        let mut weights: HashMap<String, Tensor> = self
             .all_vars()?
             .into_iter()
             .map(|(k, v)| {
@@ -129,13 +130,24 @@ impl TrainableModel {
                     .unwrap_or_else(|| v.as_tensor().detach());
                 (k, t)
             })
-            .collect())
+            .collect();
+        // Checkpoints carry the two fixed sin-cos tables too (loaders pop and recompute them).
+        weights.insert(
+            "vit_pos_embed.pos_embed".into(),
+            self.model.vit_pos_embed.table().clone(),
+        );
+        weights.insert(
+            "latent_pos_embed.pos_embed".into(),
+            self.model.latent_pos_embed.table().clone(),
+        );
+        Ok(weights)
     }
 }
 
 /// What a finished run writes into its model folder.
 pub struct ExportedWeights<'a> {
-    /// Full unified-model weights for `model.safetensors` (the last step's values).
+    /// Full unified-model weights for `model.safetensors` (the last step's values; see
+    /// [`TrainableModel::weights_with`]).
     pub model: Option<&'a HashMap<String, Tensor>>,
     /// Full unified-model weights for `ema.safetensors` (EMA where kept).
     pub ema: Option<&'a HashMap<String, Tensor>>,
@@ -186,32 +198,13 @@ pub fn export_model_folder(
             Some((_, ae)) => save_tensors(&tmp.join("ae.safetensors"), ae, dtype)?,
             None => copy(&base.ae_weights, "ae.safetensors")?,
         }
-        let with_tables = |w: &HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
-            let mut w = w.clone();
-            for name in ["vit_pos_embed.pos_embed", "latent_pos_embed.pos_embed"] {
-                if !w.contains_key(name) {
-                    let (side, dim) = if name.starts_with("vit") {
-                        (
-                            config.bagel.vit_max_num_patch_per_side,
-                            config.llm.hidden_size,
-                        )
-                    } else {
-                        (config.bagel.max_latent_size, config.llm.hidden_size)
-                    };
-                    let table = cooper_model::embeddings::sincos_2d_table(side, dim);
-                    let table = Tensor::from_vec(table, (side * side, dim), &Device::Cpu)?;
-                    w.insert(name.to_string(), table);
-                }
-            }
-            Ok(w)
-        };
         let mut wrote_any = false;
         if let Some(w) = weights.model {
-            save_tensors(&tmp.join("model.safetensors"), &with_tables(w)?, dtype)?;
+            save_tensors(&tmp.join("model.safetensors"), w, dtype)?;
             wrote_any = true;
         }
         if let Some(w) = weights.ema {
-            save_tensors(&tmp.join("ema.safetensors"), &with_tables(w)?, dtype)?;
+            save_tensors(&tmp.join("ema.safetensors"), w, dtype)?;
             wrote_any = true;
         }
         if !wrote_any {

@@ -11,9 +11,11 @@
 //! The loss is `ce_weight·CE + mse_weight·MSE` over the terms present. Pictures are encoded with
 //! the official sampled AE encode; the frozen autoencoder's moments are cached per picture (and
 //! flip), so each picture costs one encoder pass per run.
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor};
+use cooper_infer::transforms::to_tensor;
 use cooper_model::SequenceBuilder;
 use cooper_train::config::{Stage, TrainConfig};
 use cooper_train::losses::{
@@ -29,7 +31,7 @@ use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
 use crate::model::{export_model_folder, ExportedWeights, TrainableModel};
 use crate::pictures::{
-    decode_rgb, depth_target, load_rgb, moments, pixels, resize_to, resizes, sample_latent_tokens,
+    decode_rgb, depth_target, load_rgb, moments, resize_to, resizes, sample_latent_tokens,
     vit_patches,
 };
 
@@ -40,7 +42,9 @@ pub struct PackedTrainer<'a> {
     pub samples: Vec<Sample>,
     pub tokens: Vec<usize>,
     vit_resize: cooper_infer::transforms::ResizeConfig,
-    moments: HashMap<(usize, usize, bool), Tensor>,
+    /// AE moments per (sample, part, flipped); interior mutability lets `loss` borrow the
+    /// samples while filling it.
+    moments: RefCell<HashMap<(usize, usize, bool), Tensor>>,
 }
 
 impl<'a> PackedTrainer<'a> {
@@ -83,7 +87,7 @@ impl<'a> PackedTrainer<'a> {
             samples,
             tokens,
             vit_resize,
-            moments: HashMap::new(),
+            moments: RefCell::new(HashMap::new()),
         })
     }
 
@@ -93,20 +97,20 @@ impl<'a> PackedTrainer<'a> {
 
     /// Cached AE moments of part `part` of sample `sample` (flipped or not).
     fn moments_of(
-        &mut self,
+        &self,
         key: (usize, usize, bool),
         picture: impl FnOnce() -> Result<Tensor>,
     ) -> Result<Tensor> {
-        if let Some(m) = self.moments.get(&key) {
+        if let Some(m) = self.moments.borrow().get(&key) {
             return Ok(m.clone());
         }
         let m = moments(&self.model.ae, &picture()?, self.model.model.dtype())?;
-        self.moments.insert(key, m.clone());
+        self.moments.borrow_mut().insert(key, m.clone());
         Ok(m)
     }
 
     fn clean_vae(
-        &mut self,
+        &self,
         builder: &mut SequenceBuilder,
         noise_rows: &mut Vec<Tensor>,
         m: &Tensor,
@@ -136,7 +140,7 @@ impl<'a> PackedTrainer<'a> {
 
     /// The loss of the samples `pack`, with noise, timesteps, flips and AE samples from `rng`.
     pub fn loss(
-        &mut self,
+        &self,
         pack: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> Result<(Tensor, BTreeMap<String, f64>)> {
@@ -148,26 +152,27 @@ impl<'a> PackedTrainer<'a> {
         let flip_prob = self.config.data.flip_prob;
         for &i in pack {
             builder.next_sample();
-            match self.samples[i].clone() {
+            match &self.samples[i] {
                 Sample::Generation {
                     rgb,
                     target,
                     size,
                     prompt_ids,
                 } => {
+                    let size = *size;
                     let flip = flip_prob > 0.0 && rng.random::<f64>() < flip_prob;
-                    let picture = resize_to(&load_rgb(&rgb)?, size, flip);
-                    let dev = self.device().clone();
-                    let m = self.moments_of((i, 0, flip), || pixels(&picture, &dev))?;
+                    let picture = resize_to(&load_rgb(rgb)?, size, flip);
+                    let dev = self.device();
+                    let m = self.moments_of((i, 0, flip), || Ok(to_tensor(&picture, dev)?))?;
                     self.clean_vae(&mut builder, &mut noise_rows, &m, size, rng)?;
                     self.vit(&mut builder, &picture)?;
-                    builder.text(&prompt_ids, false);
-                    let tm = self.moments_of((i, 1, flip), || match &target {
+                    builder.text(prompt_ids, false);
+                    let tm = self.moments_of((i, 1, flip), || match target {
                         GenerationTarget::Depth { path, encoding } => {
-                            depth_target(path, *encoding, size, flip, &dev)
+                            depth_target(path, *encoding, size, flip, dev)
                         }
                         GenerationTarget::Segmentation { path } => {
-                            pixels(&resize_to(&load_rgb(path)?, size, flip), &dev)
+                            Ok(to_tensor(&resize_to(&load_rgb(path)?, size, flip), dev)?)
                         }
                     })?;
                     let sampled = self.config.data.sample_latents.then_some(&mut *rng);
@@ -191,9 +196,10 @@ impl<'a> PackedTrainer<'a> {
                                 let what = format!("chain {i} picture {k}");
                                 let picture = resize_to(&decode_rgb(bytes, &what)?, *size, false);
                                 if *vae {
-                                    let dev = self.device().clone();
-                                    let m =
-                                        self.moments_of((i, k, false), || pixels(&picture, &dev))?;
+                                    let dev = self.device();
+                                    let m = self.moments_of((i, k, false), || {
+                                        Ok(to_tensor(&picture, dev)?)
+                                    })?;
                                     self.clean_vae(&mut builder, &mut noise_rows, &m, *size, rng)?;
                                 }
                                 if *vit {
@@ -249,7 +255,7 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
     model.model.config.bagel.timestep_shift = config.loss.timestep_shift;
     let model = model;
     let params = model.trainable_params(&config.freeze)?;
-    let mut trainer = PackedTrainer::new(&model, config)?;
+    let trainer = PackedTrainer::new(&model, config)?;
     let mut run = open_loop(config, params, opts)?;
     let mut order = Order::new(trainer.samples.len(), config.run.seed);
     let stats = drive(&mut run, opts, |run| {

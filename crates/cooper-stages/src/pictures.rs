@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use cooper_infer::image_io::{decode_image_bytes, load_image, LoadLimits};
 use cooper_infer::transforms::{patchify, to_tensor, ResizeConfig};
 use cooper_model::packing::pack_latents;
 use cooper_model::{AutoEncoder, ModelFolder};
+use cooper_world::readers::Stage1Entry;
 use image::{imageops::FilterType, ImageBuffer, Luma, RgbImage};
 use rand::Rng;
 
@@ -28,26 +30,29 @@ pub fn resizes(folder: &ModelFolder, max_image_size: Option<u32>) -> (ResizeConf
     (vae, vit)
 }
 
-/// Decodes a picture file of any format the `image` crate reads (`what` names it in errors).
-fn decode_file(path: &Path, what: &str) -> Result<image::DynamicImage> {
+/// Decodes a 16-bit depth PNG (any format the `image` crate reads).
+fn decode_depth_file(path: &Path) -> Result<image::DynamicImage> {
     image::ImageReader::open(path)
         .map_err(|e| StageError::io(path, e))?
         .with_guessed_format()
         .map_err(|e| StageError::io(path, e))?
         .decode()
-        .map_err(|e| StageError::Input(format!("{}: cannot decode {what}: {e}", path.display())))
+        .map_err(|e| StageError::Input(format!("{}: cannot decode depth PNG: {e}", path.display())))
 }
 
-/// Reads an RGB picture.
+/// Reads an RGB picture with the inference loader (format from the content, alpha composited on
+/// white, size limits checked).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    Ok(decode_file(path, "picture")?.into_rgb8())
+    Ok(load_image(path, &LoadLimits::default())?)
 }
 
-/// Decodes an RGB picture from encoded bytes (`what` names it in errors).
+/// [`load_rgb`] on encoded bytes; `what` names them in errors.
 pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<RgbImage> {
-    image::load_from_memory(bytes)
-        .map(|i| i.into_rgb8())
-        .map_err(|e| StageError::Input(format!("{what}: cannot decode picture: {e}")))
+    Ok(decode_image_bytes(
+        bytes,
+        Path::new(what),
+        &LoadLimits::default(),
+    )?)
 }
 
 /// (width, height) of a picture file, read from its header only.
@@ -77,6 +82,19 @@ pub struct DepthEncoding {
     pub max_depth: f32,
 }
 
+impl DepthEncoding {
+    /// The encoding of a stage-1 row: its own scale and range where it records them, the
+    /// `data.` overrides where set, else millimetres over this project's world range.
+    pub fn for_row(data: &cooper_train::config::DataConfig, entry: &Stage1Entry) -> Self {
+        let (lo, hi) = entry.depth_range.unwrap_or((1e-3, 50.0));
+        Self {
+            scale: data.depth_scale.or(entry.depth_scale).unwrap_or(1000.0),
+            min_depth: data.min_depth.unwrap_or(lo),
+            max_depth: data.max_depth.unwrap_or(hi),
+        }
+    }
+}
+
 /// Reads a 16-bit depth PNG and turns it into the official pseudo-RGB target at `size`
 /// (width, height): resize (bicubic) in metres, clamp to [min, max], map linearly to
 /// [−1, 1] (near −1), replicate to three channels; returns (3, H, W) f32.
@@ -91,15 +109,7 @@ pub fn depth_target(
     flip: bool,
     device: &Device,
 ) -> Result<Tensor> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| StageError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| StageError::io(path, e))?
-        .decode()
-        .map_err(|e| {
-            StageError::Input(format!("{}: cannot decode depth PNG: {e}", path.display()))
-        })?;
-    let raw = img.into_luma16();
+    let raw = decode_depth_file(path)?.into_luma16();
     let (w, h) = raw.dimensions();
     let metres: Vec<f32> = raw
         .pixels()
@@ -145,11 +155,6 @@ pub fn resize_to(img: &RgbImage, size: (u32, u32), flip: bool) -> RgbImage {
         image::imageops::flip_horizontal_in_place(&mut out);
     }
     out
-}
-
-/// Picture → (3, H, W) in [−1, 1].
-pub fn pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
-    Ok(to_tensor(img, device)?)
 }
 
 /// ViT patches of a VAE-resized picture after the ViT resize: (N, 3p²), height, width.

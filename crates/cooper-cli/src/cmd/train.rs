@@ -145,11 +145,7 @@ fn model_stage(stage: Stage, a: StageArgs) -> Result<()> {
     let report = cooper_stages::run_stage(&config, &opts)
         .with_context(|| format!("cooper train {}", stage.name()))?;
     let json = serde_json::to_vec_pretty(&report)?;
-    let path = config.run.out_dir.join("report.json");
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("writing {}", path.display()))?;
+    cooper_model::init::write_atomic(&config.run.out_dir.join("report.json"), &json)?;
     let loss = |l: Option<f64>| l.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(
         "{}: {} steps this run (step {} of {}), loss {} -> {}, {:.3} s/step, {:.0} tokens/s",
