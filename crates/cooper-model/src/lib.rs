@@ -17,6 +17,7 @@ pub mod packing;
 pub mod parity;
 pub mod qwen2_mot;
 pub mod sequence;
+pub mod softmax;
 pub mod vit;
 
 pub use autoencoder::AutoEncoder;
@@ -25,5 +26,5 @@ pub use checkpoint::{save_trainable, ModelFolder, TokenizerFiles};
 pub use config::{AeConfig, BagelConfig, LlmConfig, ModelConfig, SpecialTokens, VitConfig};
 pub use context::{Context, GENERATION_VOCAB_LIMIT};
 pub use error::{ModelError, Result};
-pub use qwen2_mot::{AttnMask, KvCache, LayerKv, Routing};
+pub use qwen2_mot::{AttnMask, KvCache, LayerKv, MaskBlock, Routing};
 pub use sequence::SequenceBuilder;

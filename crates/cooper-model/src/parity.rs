@@ -412,11 +412,8 @@ impl ForwardTrainCase {
         };
         let (sv, bv) = (stored.vae.as_ref(), built.vae.as_ref());
         let missing = || d.missing_key("vae");
-        let mask = |m: &AttnMask| match m {
-            // Compare the allowed pattern: −∞ − (−∞) is NaN.
-            AttnMask::Additive(t) => Ok(t.eq(0f32)?),
-            _ => Err(d.missing_key("attention")),
-        };
+        // Compare the allowed pattern: −∞ − (−∞) is NaN.
+        let mask = |m: &AttnMask| m.allowed()?.ok_or_else(|| d.missing_key("attention"));
         Ok(vec![
             TensorCheck {
                 name: "builder sequence_length".into(),

@@ -7,12 +7,14 @@
 //! - Routing (which rows go to which expert) is decided once per call and passed to every layer.
 //! - The KV cache is a value owned by the caller (`KvCache`): forward functions take `&self`, a cache to
 //!   read, and return the new keys/values instead of mutating state, so contexts fork for free.
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
 
 use crate::config::LlmConfig;
 use crate::embeddings::Rotary;
 use crate::norm::RmsNorm;
+use crate::packing::{attention_allowed, SplitMode};
+use crate::softmax::scaled_masked_softmax;
 
 /// Which expert each row of a packed call uses.
 #[derive(Debug, Clone)]
@@ -160,8 +162,28 @@ pub enum AttnMask {
     Causal,
     /// New rows see the whole cache and every new row (an image chunk or a flow step).
     Full,
-    /// Explicit additive mask of shape (T, S) with 0 where allowed and −∞ elsewhere (training packs).
+    /// Explicit additive mask of shape (T, S) with 0 where allowed and −∞ elsewhere.
     Additive(Tensor),
+    /// A training pack of independent samples: rows `start..start + len` of each block attend only to
+    /// each other, through the block's own additive (len, len) mask. Equal to the dense block-diagonal
+    /// mask, but attention costs Σ len² instead of T², which is most of a small model's step.
+    Blocks(Vec<MaskBlock>),
+}
+
+/// One sample of a [`AttnMask::Blocks`] pack.
+#[derive(Debug, Clone)]
+pub struct MaskBlock {
+    pub start: usize,
+    pub len: usize,
+    /// Additive (len, len) f32 mask: 0 where allowed, −∞ elsewhere.
+    pub mask: Tensor,
+}
+
+/// The mask of one call, resolved against its cache.
+enum Visibility<'a> {
+    All,
+    Dense(Tensor),
+    Blocks(&'a [MaskBlock]),
 }
 
 impl AttnMask {
@@ -173,13 +195,66 @@ impl AttnMask {
         Ok(Self::Additive(allowed.where_cond(&zeros, &neg)?))
     }
 
-    fn additive(&self, t: usize, cached: usize, device: &Device) -> Result<Option<Tensor>> {
+    /// Block-diagonal mask of independent samples, each a list of (split length, mode).
+    pub fn blocks(samples: &[Vec<(usize, SplitMode)>], device: &Device) -> Result<Self> {
+        let mut start = 0;
+        let mut blocks = Vec::with_capacity(samples.len());
+        for splits in samples.iter().filter(|s| !s.is_empty()) {
+            let len = splits.iter().map(|(l, _)| l).sum();
+            let allowed = attention_allowed(std::slice::from_ref(splits), device)?;
+            let AttnMask::Additive(mask) = Self::from_allowed(&allowed)? else {
+                unreachable!("from_allowed builds an additive mask")
+            };
+            blocks.push(MaskBlock { start, len, mask });
+            start += len;
+        }
+        Ok(Self::Blocks(blocks))
+    }
+
+    /// The allowed pattern (T, T) as u8 0/1 of an explicit mask (`Additive` or `Blocks`).
+    pub fn allowed(&self) -> Result<Option<Tensor>> {
         match self {
-            AttnMask::Full => Ok(None),
-            AttnMask::Additive(m) => Ok(Some(m.clone())),
+            AttnMask::Additive(m) => m.eq(0f32).map(Some),
+            AttnMask::Blocks(blocks) => {
+                let total: usize = blocks.iter().map(|b| b.len).sum();
+                let Some(first) = blocks.first() else {
+                    return Ok(None);
+                };
+                let dev = first.mask.device();
+                let rows = blocks
+                    .iter()
+                    .map(|b| {
+                        let parts = [
+                            Tensor::zeros((b.len, b.start), DType::U8, dev)?,
+                            b.mask.eq(0f32)?,
+                            Tensor::zeros((b.len, total - b.start - b.len), DType::U8, dev)?,
+                        ];
+                        Tensor::cat(&parts, 1)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0).map(Some)
+            }
+            AttnMask::Causal | AttnMask::Full => Ok(None),
+        }
+    }
+
+    fn visibility(&self, t: usize, cached: usize, device: &Device) -> Result<Visibility<'_>> {
+        match self {
+            AttnMask::Full => Ok(Visibility::All),
+            AttnMask::Additive(m) => Ok(Visibility::Dense(m.clone())),
+            AttnMask::Blocks(blocks) => {
+                let covered: usize = blocks.iter().map(|b| b.len).sum();
+                if cached > 0 || covered != t {
+                    candle_core::bail!(
+                        "a block mask covers {covered} rows of a {t}-row call over {cached} cached \
+                         tokens; it needs an empty cache and every row"
+                    );
+                }
+                Ok(Visibility::Blocks(blocks))
+            }
             AttnMask::Causal => {
                 if t == 1 {
-                    return Ok(None);
+                    return Ok(Visibility::All);
                 }
                 let s = cached + t;
                 let mask: Vec<f32> = (0..t)
@@ -193,7 +268,7 @@ impl AttnMask {
                         })
                     })
                     .collect();
-                Ok(Some(Tensor::from_vec(mask, (t, s), device)?))
+                Ok(Visibility::Dense(Tensor::from_vec(mask, (t, s), device)?))
             }
         }
     }
@@ -315,7 +390,7 @@ impl DecoderLayer {
         routing: &Routing,
         rope: &(Tensor, Tensor),
         past: Option<&LayerKv>,
-        mask: Option<&Tensor>,
+        visibility: &Visibility,
     ) -> Result<(Tensor, LayerKv)> {
         let (t, _) = xs.dims2()?;
         let (nh, nkv, d) = (self.heads, self.kv_heads, self.head_dim);
@@ -335,7 +410,20 @@ impl DecoderLayer {
             Some(p) => (Tensor::cat(&[&p.k, &k], 0)?, Tensor::cat(&[&p.v, &v], 0)?),
             None => (k.clone(), v.clone()),
         };
-        let attn = grouped_attention(&q, &k_all, &v_all, mask)?;
+        let attn = match visibility {
+            Visibility::All => grouped_attention(&q, &k_all, &v_all, None)?,
+            Visibility::Dense(m) => grouped_attention(&q, &k_all, &v_all, Some(m))?,
+            Visibility::Blocks(blocks) => {
+                let parts = blocks
+                    .iter()
+                    .map(|b| {
+                        let rows = |x: &Tensor| x.narrow(0, b.start, b.len);
+                        grouped_attention(&rows(&q)?, &rows(&k_all)?, &rows(&v_all)?, Some(&b.mask))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)?
+            }
+        };
         let both = Tensor::cat(&[&attn, xs], 1)?;
         let out = routing.apply(
             &both,
@@ -355,7 +443,7 @@ pub fn grouped_attention(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (t, nh, d) = q.dims3()?;
-    let (s, nkv, _) = k.dims3()?;
+    let (_, nkv, _) = k.dims3()?;
     let group = nh / nkv;
     let dtype = q.dtype();
     let f32 = |x: &Tensor| x.to_dtype(DType::F32);
@@ -366,18 +454,12 @@ pub fn grouped_attention(
         .reshape((nkv, group * t, d))?;
     let k = f32(k)?.transpose(0, 1)?.contiguous()?;
     let v = f32(v)?.transpose(0, 1)?.contiguous()?;
-    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-    let scores = match mask {
-        Some(m) => scores
-            .reshape((nh, t, s))?
-            .broadcast_add(&m.to_dtype(DType::F32)?)?
-            .reshape((nkv, group * t, s))?,
-        None => scores,
-    };
-    let probs = if scores.track_op() {
-        candle_nn::ops::softmax(&scores, D::Minus1)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = q.matmul(&k.t()?)?; // (n_kv, group·T, S)
+    let probs = match mask {
+        Some(m) => scaled_masked_softmax(&scores, Some(m), scale)?,
+        None if scores.track_op() => scaled_masked_softmax(&scores, None, scale)?,
+        None => candle_nn::ops::softmax_last_dim(&(scores * scale)?)?,
     };
     probs
         .matmul(&v)? // (n_kv, group·T, d)
@@ -450,11 +532,11 @@ impl Qwen2MoT {
     ) -> Result<(Tensor, Vec<LayerKv>)> {
         let t = xs.dim(0)?;
         let rope = self.rotary.tables(positions, xs.dtype())?;
-        let mask = mask.additive(t, cache.len(), xs.device())?;
+        let visibility = mask.visibility(t, cache.len(), xs.device())?;
         let mut h = xs.clone();
         let mut new_kv = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let (out, kv) = layer.forward(&h, routing, &rope, cache.layer(i), mask.as_ref())?;
+            let (out, kv) = layer.forward(&h, routing, &rope, cache.layer(i), &visibility)?;
             h = out;
             new_kv.push(kv);
         }

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use crate::bagel::{PackedBatch, PackedVae, PackedVit};
 use crate::config::{ModelConfig, SpecialTokens};
 use crate::embeddings::flattened_position_ids;
-use crate::packing::{attention_allowed, SplitMode};
+use crate::packing::SplitMode;
 use crate::qwen2_mot::AttnMask;
 
 /// Accumulates one or more samples into a `PackedBatch`.
@@ -192,7 +192,6 @@ impl SequenceBuilder {
     pub fn finish(self, noise: Option<Tensor>, device: &Device) -> Result<PackedBatch> {
         let u32s = |v: &[u32]| Tensor::from_vec(v.to_vec(), v.len(), device);
         let samples: Vec<_> = self.samples.into_iter().filter(|s| !s.is_empty()).collect();
-        let allowed = attention_allowed(&samples, device)?;
         let vit = if self.vit_tokens.is_empty() {
             None
         } else {
@@ -237,7 +236,7 @@ impl SequenceBuilder {
             packed_text_ids: u32s(&self.text_ids)?,
             packed_text_indexes: u32s(&self.text_idx)?,
             packed_position_ids: u32s(&self.positions)?,
-            attention: AttnMask::from_allowed(&allowed)?,
+            attention: AttnMask::blocks(&samples, device)?,
             vit,
             vae,
             ce_loss_indexes: opt(&self.ce_idx)?,
