@@ -16,20 +16,27 @@ if [[ "${QUICK:-0}" == 1 ]]; then
   echo "QUICK=1: a smoke run of every stage; the model it makes is not useful"
 fi
 SCENES=${SCENES:-2000}
+CHAINS=${CHAINS:-3}
 EVAL_SCENES=${EVAL_SCENES:-100}
 EVAL_LIMIT=${EVAL_LIMIT:-600}
-AE_STEPS=${AE_STEPS:-400}
-AMG_STEPS=${AMG_STEPS:-800}
+AE_STEPS=${AE_STEPS:-250}
+AMG_STEPS=${AMG_STEPS:-700}
 SFT_STEPS=${SFT_STEPS:-600}
-GRPO_STEPS=${GRPO_STEPS:-15}
+GRPO_STEPS=${GRPO_STEPS:-10}
 
-cargo build --release -q -p cooper-cli
-BIN=target/release/cooper
+# COOPER_BIN: a cooper binary to use instead of building one (e.g. a copy, so that rebuilding the
+# tree during a long run does not change the binary under it).
+if [[ -n "${COOPER_BIN:-}" ]]; then
+  BIN=$COOPER_BIN
+else
+  cargo build --release -q -p cooper-cli
+  BIN=target/release/cooper
+fi
 mkdir -p "$OUT"
 SECONDS=0
 stamp() { echo "[$(printf '%5d' "$SECONDS") s] $*"; }
 
-[[ -f "$OUT/world/manifest.json" ]] || "$BIN" world --seed 1 --scenes "$SCENES" --out "$OUT/world" > /dev/null
+[[ -f "$OUT/world/manifest.json" ]] || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
 [[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
 [[ -f "$OUT/tokenizer/tokenizer.json" ]] || "$BIN" train tokenizer --data "$OUT/world" --vocab-size 2048 --out "$OUT/tokenizer" > /dev/null
@@ -56,6 +63,7 @@ stage sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_in
 stage grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" --steps "$GRPO_STEPS" \
   --set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5
+[[ "${NO_EVAL:-0}" == 1 ]] && exit 0
 limit=(--limit "$EVAL_LIMIT")
 [[ "${QUICK:-0}" == 1 ]] && limit=(--limit 6)
 "$BIN" eval --model "$OUT/grpo/model" --bench "$OUT/heldout/eval.tsv" --mode cooper --out "$OUT/eval" \

@@ -198,7 +198,8 @@ pub fn run_with<A: Answerer>(
         .iter()
         .filter_map(|item| {
             let rec = log.get(&item.index)?;
-            let s = score_item(item.kind, &item.answer, rec.prediction.as_ref());
+            let mut s = score_item(item.kind, &item.answer, rec.prediction.as_ref());
+            s.chance = item.chance();
             Some((item, s, rec.prediction.is_some()))
         })
         .collect();

@@ -179,10 +179,11 @@ fn pct(v: Option<f64>) -> String {
 
 fn row(name: &str, g: &GroupScores) -> String {
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} |\n",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
         g.n,
         pct(Some(g.score)),
         pct(g.accuracy),
+        pct(g.chance),
         pct(g.mra),
         pct(g.success_rate),
         g.unanswered
@@ -193,9 +194,10 @@ fn row(name: &str, g: &GroupScores) -> String {
 pub fn render_markdown(results: &Results) -> String {
     let mut md = format!(
         "# Evaluation: {}\n\nMode: `{}`. Score = mean of accuracy (multiple choice, yes/no, integer, open) \
-         and mean relative accuracy (numbers); success = within a factor of 2 (numbers). Values in %.\n\n\
-         | category | n | score | accuracy | MRA | success | unanswered |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         and mean relative accuracy (numbers); chance = accuracy of a uniform guess (multiple choice, \
+         yes/no); success = within a factor of 2 (numbers). Values in %.\n\n\
+         | category | n | score | accuracy | chance | MRA | success | unanswered |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         results.bench, results.mode
     );
     for (name, g) in &results.summary.categories {

@@ -50,6 +50,10 @@ pub struct ItemScore {
     /// Within a factor of 2 (numbers).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub success: Option<bool>,
+    /// Accuracy of a uniform guess (1 / options for multiple choice, 1/2 for yes/no); `None` where
+    /// chance is not defined (numbers, counts, open answers).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chance: Option<f64>,
 }
 
 impl ItemScore {
@@ -78,6 +82,7 @@ pub fn score_item(kind: AnswerKind, gt: &Prediction, pred: Option<&Prediction>) 
                 correct: None,
                 mra: Some(mra),
                 success: Some(success),
+                chance: None,
             }
         }
         _ => {
@@ -97,6 +102,7 @@ pub fn score_item(kind: AnswerKind, gt: &Prediction, pred: Option<&Prediction>) 
                 correct: Some(correct),
                 mra: None,
                 success: None,
+                chance: None,
             }
         }
     }
@@ -124,6 +130,9 @@ pub struct GroupScores {
     pub success_rate: Option<f64>,
     /// Items whose output yielded no prediction.
     pub unanswered: usize,
+    /// Mean chance accuracy over the items where it is defined (see [`ItemScore::chance`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chance: Option<f64>,
 }
 
 #[derive(Default)]
@@ -136,6 +145,8 @@ struct Acc {
     mra: f64,
     success: usize,
     unanswered: usize,
+    n_chance: usize,
+    chance: f64,
 }
 
 impl Acc {
@@ -152,6 +163,10 @@ impl Acc {
             self.success += usize::from(s.success.unwrap_or(false));
         }
         self.unanswered += usize::from(!answered);
+        if let Some(c) = s.chance {
+            self.n_chance += 1;
+            self.chance += c;
+        }
     }
 
     fn finish(&self) -> GroupScores {
@@ -165,6 +180,7 @@ impl Acc {
             mra: ratio(self.mra, self.n_num),
             success_rate: ratio(self.success as f64, self.n_num),
             unanswered: self.unanswered,
+            chance: ratio(self.chance, self.n_chance),
         }
     }
 }
@@ -290,6 +306,7 @@ mod tests {
             correct: None,
             mra: Some(0.6),
             success: Some(true),
+            chance: None,
         };
         let s = summarize([("a", &right, true), ("a", &wrong, false), ("b", &num, true)]);
         // overall hit = (1 + 0 + 0.6) / 3 = 0.5333…

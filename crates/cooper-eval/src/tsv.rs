@@ -88,6 +88,20 @@ pub struct BenchItem {
     image: ImageRef,
 }
 
+impl BenchItem {
+    /// Accuracy of a uniform guess: 1 / options for multiple choice, 1/2 for yes/no, `None` for
+    /// numbers, counts and open answers (no finite set to guess from).
+    pub fn chance(&self) -> Option<f64> {
+        match self.kind {
+            AnswerKind::MultipleChoice if !self.options.is_empty() => {
+                Some(1.0 / self.options.len() as f64)
+            }
+            AnswerKind::YesNo => Some(0.5),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum ImageRef {
     /// Key into [`Bench::images`].

@@ -164,6 +164,12 @@ fn harness_scores_reports_and_resumes() {
     assert!(close(s.overall.score, 0.5625));
     assert_eq!(s.overall.accuracy, Some(0.6));
     assert_eq!(s.overall.unanswered, 1);
+    // Chance: two options → 1/2; yes/no → 1/2; none for numbers and counts. Overall over the four
+    // items where it is defined.
+    assert_eq!(rel.chance, Some(0.5));
+    assert_eq!(ex.chance, Some(0.5));
+    assert_eq!((dist.chance, s.categories["count"].chance), (None, None));
+    assert_eq!(s.overall.chance, Some(0.5));
 
     // The JSON and markdown reports carry the same numbers.
     let json: serde_json::Value =
@@ -181,11 +187,15 @@ fn harness_scores_reports_and_resumes() {
     assert_eq!(json["mode"], "cooper");
     let md = std::fs::read_to_string(&outcome.report_path).expect("read md");
     assert!(
-        md.contains("| distance | 3 | 50.00 | – | 50.00 | 66.67 | 0 |"),
+        md.contains("| distance | 3 | 50.00 | – | – | 50.00 | 66.67 | 0 |"),
         "{md}"
     );
     assert!(
-        md.contains("| **overall** | 8 | 56.25 | 60.00 | 50.00 | 66.67 | 1 |"),
+        md.contains("| relation | 2 | 50.00 | 50.00 | 50.00 | – | – | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| **overall** | 8 | 56.25 | 60.00 | 50.00 | 50.00 | 66.67 | 1 |"),
         "{md}"
     );
     // Per-item predictions record the raw output, the extraction and the tool counts.

@@ -82,3 +82,50 @@ fn trainable_folder_learns_and_saves() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// A pack of two text samples: per-sample block attention gives the dense block-diagonal mask's
+/// loss and gradients.
+#[test]
+fn block_attention_equals_the_dense_pack_mask() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("cooper-blocks-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    init_folder(&dir, Preset::Tiny, true, DType::BF16, 7)?;
+    let dev = Device::Cpu;
+    let (model, varmap) = ModelFolder::open(&dir)?.load_trainable(DType::F32, &dev)?;
+    let samples = vec![vec![(4, SplitMode::Causal)], vec![(5, SplitMode::Causal)]];
+    let batch = |attention: AttnMask| -> anyhow::Result<PackedBatch> {
+        Ok(PackedBatch {
+            sequence_length: 9,
+            packed_text_ids: Tensor::new(&[1u32, 10, 11, 2, 1, 12, 13, 14, 2], &dev)?,
+            packed_text_indexes: Tensor::arange(0u32, 9, &dev)?,
+            packed_position_ids: Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3, 4], &dev)?,
+            attention,
+            vit: None,
+            vae: None,
+            ce_loss_indexes: Some(Tensor::new(&[0u32, 1, 2, 4, 5, 6, 7], &dev)?),
+            packed_label_ids: Some(Tensor::new(&[10u32, 11, 2, 12, 13, 14, 2], &dev)?),
+            mse_loss_indexes: None,
+        })
+    };
+    let dense = batch(AttnMask::from_allowed(&attention_allowed(&samples, &dev)?)?)?;
+    let blocks = batch(AttnMask::blocks(&samples, &dev)?)?;
+    let same_pattern = (dense.attention.allowed()?.unwrap().to_dtype(DType::F32)?
+        - blocks.attention.allowed()?.unwrap().to_dtype(DType::F32)?)?
+    .abs()?
+    .sum_all()?
+    .to_scalar::<f32>()?;
+    assert_eq!(same_pattern, 0.0);
+    let (l_dense, l_blocks) = (loss(&model, &dense)?, loss(&model, &blocks)?);
+    let diff = (l_dense.to_scalar::<f32>()? - l_blocks.to_scalar::<f32>()?).abs();
+    assert!(diff < 1e-5, "losses differ by {diff}");
+    let (g_dense, g_blocks) = (l_dense.backward()?, l_blocks.backward()?);
+    let mut worst = 0f32;
+    for var in varmap.all_vars() {
+        if let (Some(a), Some(b)) = (g_dense.get(&var), g_blocks.get(&var)) {
+            worst = worst.max((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?);
+        }
+    }
+    assert!(worst < 1e-5, "gradients differ by up to {worst}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

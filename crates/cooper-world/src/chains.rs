@@ -356,7 +356,9 @@ fn final_turn(
         ],
     );
     format!(
-        "<think> {lead}{reason} </think>\n<answer> {reason} {closing} {}. </answer>",
+        // The reason is said once, in the thinking turn; the answer turn only commits to it, which
+        // keeps the loss tokens of a small model on the decision rather than on a repeated sentence.
+        "<think> {lead}{reason} </think>\n<answer> {closing} {}. </answer>",
         boxed(q)
     )
 }

@@ -17,6 +17,7 @@ use crate::formats::{
     depth_to_u16, png_rgb, png_u16, rl_row, sft_row, tsv_header, tsv_row, write_atomic, AtomicFile,
     ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
 };
+use crate::palette::SemanticClass;
 use crate::questions::{generate_questions, Question};
 use crate::render::{render, Frame, FAR_CLIP};
 use crate::scene::{sample_scene, Scene, SceneConfig};
@@ -267,6 +268,14 @@ pub fn write_dataset(
     ] {
         f.commit()?;
     }
+    // The segmentation classes' colours in id order: the `--palette` of `cooper eval-seg`.
+    let palette: Vec<[u8; 3]> = SemanticClass::ALL.iter().map(|c| c.color()).collect();
+    let palette_json = serde_json::to_vec(&palette).map_err(|e| WorldError::Json {
+        path: out.join("palette.json"),
+        line: 0,
+        source: e,
+    })?;
+    write_atomic(&out.join("palette.json"), &palette_json)?;
     let manifest = serde_json::json!({
         "generator": "cooper-world",
         "config": config,
