@@ -186,29 +186,41 @@ impl ModelFolder {
         // SAFETY: read-only map of a file we do not modify, as in `load_bagel`.
         let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }
             .map_err(|e| weights_error(&self.weights, e))?;
-        {
-            let vars = varmap
-                .data()
-                .lock()
-                .map_err(|_| ModelError::Input("weight map lock poisoned".into()))?;
-            for (name, var) in vars.iter() {
-                let tensor = file.load(name, device).map_err(|e| ModelError::Tensor {
-                    file: self.weights.clone(),
-                    name: name.clone(),
-                    why: e.to_string(),
-                })?;
-                if tensor.dims() != var.dims() {
-                    return Err(ModelError::Tensor {
-                        file: self.weights.clone(),
-                        name: name.clone(),
-                        why: format!("shape {:?} expected, found {:?}", var.dims(), tensor.dims()),
-                    });
-                }
-                var.set(&tensor.to_dtype(dtype)?)?;
-            }
-        }
+        assign_vars(&varmap, dtype, &self.weights, |name| {
+            file.load(name, device).map_err(|e| e.to_string())
+        })?;
         Ok((model, varmap))
     }
+}
+
+/// Sets every variable of `varmap` (converted to `dtype`) from `lookup(name)`, checking shapes.
+/// `source` names where the tensors come from in errors (a file, or a description).
+pub fn assign_vars(
+    varmap: &VarMap,
+    dtype: DType,
+    source: &Path,
+    mut lookup: impl FnMut(&str) -> std::result::Result<candle_core::Tensor, String>,
+) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Input("weight map lock poisoned".into()))?;
+    let error = |name: &str, why: String| ModelError::Tensor {
+        file: source.to_path_buf(),
+        name: name.to_string(),
+        why,
+    };
+    for (name, var) in vars.iter() {
+        let tensor = lookup(name).map_err(|why| error(name, why))?;
+        if tensor.dims() != var.dims() {
+            return Err(error(
+                name,
+                format!("shape {:?} expected, found {:?}", var.dims(), tensor.dims()),
+            ));
+        }
+        var.set(&tensor.to_dtype(dtype)?.to_device(var.device())?)?;
+    }
+    Ok(())
 }
 
 /// Writes a trainable model's weights under their official names (plus the two fixed sin-cos

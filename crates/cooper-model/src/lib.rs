@@ -22,7 +22,7 @@ pub mod vit;
 
 pub use autoencoder::AutoEncoder;
 pub use bagel::{Bagel, Chunk, PackedBatch, PackedVae, PackedVit, TrainOutputs};
-pub use checkpoint::{save_trainable, ModelFolder, TokenizerFiles};
+pub use checkpoint::{assign_vars, save_trainable, ModelFolder, TokenizerFiles};
 pub use config::{AeConfig, BagelConfig, LlmConfig, ModelConfig, SpecialTokens, VitConfig};
 pub use context::{Context, GENERATION_VOCAB_LIMIT};
 pub use error::{ModelError, Result};

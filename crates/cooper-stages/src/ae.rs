@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Module, VarBuilder, VarMap};
 use cooper_infer::transforms::{to_tensor, ResizeConfig};
 use cooper_model::init::random_ae_weights;
-use cooper_model::{AeConfig, AutoEncoder, ModelFolder};
+use cooper_model::{assign_vars, AeConfig, AutoEncoder, ModelFolder};
 use cooper_train::config::TrainConfig;
 use cooper_train::losses::standard_normal;
 use cooper_world::readers::{read_stage1_index, Stage1Target};
@@ -182,14 +182,23 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
         &ae_config,
         VarBuilder::from_varmap(&varmap, DType::F32, device),
     )?;
-    let init: HashMap<String, Tensor> = match &config.model.init_from {
+    let (init, source): (HashMap<String, Tensor>, PathBuf) = match &config.model.init_from {
         Some(dir) => {
             let path = dir.join("ae.safetensors");
-            candle_core::safetensors::load(&path, device)
-                .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?
+            let tensors = candle_core::safetensors::load(&path, device)
+                .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?;
+            (tensors, path)
         }
-        None => random_ae_weights(&ae_config, config.run.seed)?,
+        None => (
+            random_ae_weights(&ae_config, config.run.seed)?,
+            PathBuf::from("<random autoencoder initialisation>"),
+        ),
     };
+    assign_vars(&varmap, DType::F32, &source, |name| {
+        init.get(name)
+            .cloned()
+            .ok_or_else(|| "missing from the initial weights".to_string())
+    })?;
     let mut params: Vec<(String, Var)> = {
         let data = varmap
             .data()
@@ -198,19 +207,6 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
         data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     };
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in &params {
-        let t = init
-            .get(name)
-            .ok_or_else(|| StageError::Input(format!("autoencoder initial weights lack {name}")))?;
-        if t.dims() != var.dims() {
-            return Err(StageError::Input(format!(
-                "autoencoder weight {name}: shape {:?} expected, found {:?}",
-                var.dims(),
-                t.dims()
-            )));
-        }
-        var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
-    }
 
     let pictures = collect_pictures(config)?;
     let (resize, _) = resizes(&folder, config.data.max_image_size);
