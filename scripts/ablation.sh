@@ -17,10 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
-SFT_STEPS=${SFT_STEPS:-600}
-GRPO_STEPS=${GRPO_STEPS:-10}
-EVAL_LIMIT=${EVAL_LIMIT:-600}
-MAP_IMAGES=${MAP_IMAGES:-40}
+SFT_STEPS=${SFT_STEPS:-500}
+GRPO_STEPS=${GRPO_STEPS:-8}
+EVAL_LIMIT=${EVAL_LIMIT:-500}
+MAP_IMAGES=${MAP_IMAGES:-24}
 if [[ -n "${COOPER_BIN:-}" ]]; then
   BIN=$COOPER_BIN
 else
@@ -41,7 +41,8 @@ stage() { # stage DIR KIND ARGS...: `cooper train KIND --out OUT/DIR` unless its
   "$BIN" train "$kind" --out "$OUT/$dir" "${resume[@]}" "$@" > /dev/null
   stamp "$dir"
 }
-SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048 --set run.save_every=250)
+SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
+  --set run.save_every=250 --set sft.match_inference_context=true)
 GRPO_SET=(--set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5)
 

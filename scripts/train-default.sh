@@ -18,11 +18,11 @@ fi
 SCENES=${SCENES:-2000}
 CHAINS=${CHAINS:-3}
 EVAL_SCENES=${EVAL_SCENES:-100}
-EVAL_LIMIT=${EVAL_LIMIT:-600}
+EVAL_LIMIT=${EVAL_LIMIT:-500}
 AE_STEPS=${AE_STEPS:-250}
 AMG_STEPS=${AMG_STEPS:-700}
-SFT_STEPS=${SFT_STEPS:-600}
-GRPO_STEPS=${GRPO_STEPS:-10}
+SFT_STEPS=${SFT_STEPS:-500}
+GRPO_STEPS=${GRPO_STEPS:-8}
 
 # COOPER_BIN: a cooper binary to use instead of building one (e.g. a copy, so that rebuilding the
 # tree during a long run does not change the binary under it).
@@ -57,9 +57,11 @@ stage ae --model "$OUT/base" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl
 stage amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AMG_STEPS" \
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024 \
   --set data.max_depth=20.0 --set run.save_every=250
+# SFT feeds pictures as inference does (maps ViT-only, not the official VAE + ViT): with the official
+# layout the default model's turns after a generated map were incoherent (docs/results.md).
 stage sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_interleaved.jsonl" \
   --steps "$SFT_STEPS" --set optim.lr=1e-3 --set optim.warmup_steps=50 \
-  --set data.expected_num_tokens=2048 --set run.save_every=250
+  --set data.expected_num_tokens=2048 --set run.save_every=250 --set sft.match_inference_context=true
 stage grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" --steps "$GRPO_STEPS" \
   --set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5

@@ -313,19 +313,27 @@ pub struct Question {
 impl Question {
     /// The full prompt: question, lettered options and a short answer-format instruction.
     pub fn prompt(&self) -> String {
-        match self.kind {
-            AnswerKind::Mcq => {
-                let mut s = format!("{}\nOptions:", self.text);
-                for (k, o) in self.options.iter().enumerate() {
-                    s.push_str(&format!("\n{}. {}", option_letter(k), o));
-                }
-                s.push_str("\nAnswer with the option's letter.");
-                s
+        // Worded exactly as `cooper-eval` asks a benchmark item (its `format_question`: the
+        // question, the options, one instruction line), so that a model trained on the world is
+        // asked the same way it is evaluated; a small model does not generalise across wordings.
+        let instruction = match self.kind {
+            AnswerKind::Mcq => "Answer with the letter of the correct option.".to_string(),
+            AnswerKind::YesNo => "Answer with Yes or No.".to_string(),
+            AnswerKind::Number => match self.unit {
+                Some(u) => format!("Answer with a single number in {}.", u.word()),
+                None => "Answer with a single number.".to_string(),
+            },
+            AnswerKind::NumberInt => "Answer with a single number.".to_string(),
+        };
+        let mut lines = vec![self.text.trim().to_string()];
+        if self.kind == AnswerKind::Mcq {
+            lines.push("Options:".to_string());
+            for (k, o) in self.options.iter().enumerate() {
+                lines.push(format!("{}. {}", option_letter(k), o.trim()));
             }
-            AnswerKind::YesNo => format!("{} Answer yes or no.", self.text),
-            AnswerKind::Number => format!("{} Answer with a single number.", self.text),
-            AnswerKind::NumberInt => format!("{} Answer with a whole number.", self.text),
         }
+        lines.push(instruction);
+        lines.join("\n")
     }
 }
 
