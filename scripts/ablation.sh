@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
-SFT_STEPS=${SFT_STEPS:-500}
+SFT_STEPS=${SFT_STEPS:-1300}
 GRPO_STEPS=${GRPO_STEPS:-8}
 EVAL_LIMIT=${EVAL_LIMIT:-500}
 MAP_IMAGES=${MAP_IMAGES:-24}

@@ -21,7 +21,7 @@ EVAL_SCENES=${EVAL_SCENES:-100}
 EVAL_LIMIT=${EVAL_LIMIT:-500}
 AE_STEPS=${AE_STEPS:-250}
 AMG_STEPS=${AMG_STEPS:-700}
-SFT_STEPS=${SFT_STEPS:-500}
+SFT_STEPS=${SFT_STEPS:-1300}
 GRPO_STEPS=${GRPO_STEPS:-8}
 
 # COOPER_BIN: a cooper binary to use instead of building one (e.g. a copy, so that rebuilding the

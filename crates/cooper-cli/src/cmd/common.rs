@@ -27,7 +27,8 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 /// Device, dtype and model-folder flags of the subcommands that run the model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model folder in the official checkpoint layout (see `cooper init`).
+    /// Model folder in the official checkpoint layout (see `cooper init`); default: `$COOPER_MODEL`,
+    /// else the embedded default model (unpacked once under `$COOPER_CACHE` or `~/.cache/cooper`).
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
     /// cpu, cuda or cuda:N.
@@ -39,17 +40,13 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the engine from `--model`, else from `$COOPER_MODEL`.
+    /// Loads the engine from `--model`, else from `$COOPER_MODEL`, else the embedded default.
     pub fn load(&self) -> Result<cooper_infer::Engine> {
         use anyhow::Context as _;
         let dir = match (&self.model, std::env::var_os("COOPER_MODEL")) {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => d.into(),
-            (None, None) => bail!(
-                "no model given: pass --model DIR or set COOPER_MODEL (no default model is \
-                 embedded in this build yet; `cooper init --preset tiny --out DIR` writes a \
-                 random one)"
-            ),
+            (None, None) => cooper_default::model_dir()?,
         };
         let device = parse_device(&self.device)?;
         let dtype = parse_dtype(&self.dtype)?;
