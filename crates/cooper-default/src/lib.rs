@@ -8,16 +8,23 @@
 //! nothing half-written behind.
 use std::path::{Path, PathBuf};
 
+/// One embedded file of `../model/`, by name.
+macro_rules! model_file {
+    ($name:literal) => {
+        ($name, include_bytes!(concat!("../model/", $name)) as &[u8])
+    };
+}
+
 /// The model folder's files, in the official checkpoint layout.
 const FILES: &[(&str, &[u8])] = &[
-    ("llm_config.json", include_bytes!("../model/llm_config.json")),
-    ("vit_config.json", include_bytes!("../model/vit_config.json")),
-    ("ae_config.json", include_bytes!("../model/ae_config.json")),
-    ("bagel_config.json", include_bytes!("../model/bagel_config.json")),
-    ("special_tokens.json", include_bytes!("../model/special_tokens.json")),
-    ("tokenizer.json", include_bytes!("../model/tokenizer.json")),
-    ("model.safetensors", include_bytes!("../model/model.safetensors")),
-    ("ae.safetensors", include_bytes!("../model/ae.safetensors")),
+    model_file!("llm_config.json"),
+    model_file!("vit_config.json"),
+    model_file!("ae_config.json"),
+    model_file!("bagel_config.json"),
+    model_file!("special_tokens.json"),
+    model_file!("tokenizer.json"),
+    model_file!("model.safetensors"),
+    model_file!("ae.safetensors"),
 ];
 
 /// Environment variable naming the cache root (default: `$XDG_CACHE_HOME/cooper`, then
@@ -53,7 +60,11 @@ pub fn fingerprint() -> u64 {
 }
 
 fn cache_root() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var(CACHE_ENV)
         .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("cooper")))
         .or_else(|| var("HOME").map(|p| p.join(".cache").join("cooper")))

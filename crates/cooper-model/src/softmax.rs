@@ -18,9 +18,12 @@ pub fn scaled_masked_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64)
     match mask {
         Some(mask) if fused => {
             let mask = mask.to_dtype(DType::F32)?.contiguous()?;
-            scores
-                .contiguous()?
-                .apply_op2(&mask, ScaledMaskedSoftmax { scale: scale as f32 })
+            scores.contiguous()?.apply_op2(
+                &mask,
+                ScaledMaskedSoftmax {
+                    scale: scale as f32,
+                },
+            )
         }
         Some(mask) => {
             let s = scores.dim(D::Minus1)?;
@@ -175,7 +178,13 @@ mod tests {
         let dev = Device::Cpu;
         let scores = Var::from_tensor(&Tensor::randn(0f32, 2., (3, 4, 5), &dev)?)?;
         let allowed: Vec<f32> = (0..4 * 5)
-            .map(|i| if i % 5 <= i / 5 + 1 { 0.0 } else { f32::NEG_INFINITY })
+            .map(|i| {
+                if i % 5 <= i / 5 + 1 {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(allowed, (4, 5), &dev)?;
         let weights = Tensor::randn(0f32, 1., (3, 4, 5), &dev)?;
@@ -184,7 +193,10 @@ mod tests {
             &(scores.as_tensor() * 0.5)?.broadcast_add(&mask)?,
             D::Minus1,
         )?;
-        let diff = (&fused - &composite)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (&fused - &composite)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-6, "values differ by {diff}");
         let g_fused = (fused * &weights)?.sum_all()?.backward()?;
         let g_comp = (composite * &weights)?.sum_all()?.backward()?;
