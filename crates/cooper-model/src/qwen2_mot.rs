@@ -179,6 +179,14 @@ pub struct MaskBlock {
     pub mask: Tensor,
 }
 
+/// 0/1 allowed-matrix → additive f32 mask (0 where allowed, −∞ elsewhere).
+fn additive_from_allowed(allowed: &Tensor) -> Result<Tensor> {
+    let allowed = allowed.to_dtype(DType::U8)?;
+    let zeros = Tensor::zeros(allowed.shape(), DType::F32, allowed.device())?;
+    let neg = Tensor::full(f32::NEG_INFINITY, allowed.shape(), allowed.device())?;
+    allowed.where_cond(&zeros, &neg)
+}
+
 /// The mask of one call, resolved against its cache.
 enum Visibility<'a> {
     All,
@@ -189,10 +197,7 @@ enum Visibility<'a> {
 impl AttnMask {
     /// Turns an allowed-matrix (T, S) of 0/1 into an additive f32 mask.
     pub fn from_allowed(allowed: &Tensor) -> Result<Self> {
-        let allowed = allowed.to_dtype(DType::U8)?;
-        let zeros = Tensor::zeros(allowed.shape(), DType::F32, allowed.device())?;
-        let neg = Tensor::full(f32::NEG_INFINITY, allowed.shape(), allowed.device())?;
-        Ok(Self::Additive(allowed.where_cond(&zeros, &neg)?))
+        additive_from_allowed(allowed).map(Self::Additive)
     }
 
     /// Block-diagonal mask of independent samples, each a list of (split length, mode).
@@ -202,9 +207,7 @@ impl AttnMask {
         for splits in samples.iter().filter(|s| !s.is_empty()) {
             let len = splits.iter().map(|(l, _)| l).sum();
             let allowed = attention_allowed(std::slice::from_ref(splits), device)?;
-            let AttnMask::Additive(mask) = Self::from_allowed(&allowed)? else {
-                unreachable!("from_allowed builds an additive mask")
-            };
+            let mask = additive_from_allowed(&allowed)?;
             blocks.push(MaskBlock { start, len, mask });
             start += len;
         }
