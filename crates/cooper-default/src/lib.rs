@@ -78,7 +78,8 @@ pub fn model_dir() -> Result<PathBuf, DefaultModelError> {
 
 /// As [`model_dir`], under `root`.
 pub fn model_dir_in(root: &Path) -> Result<PathBuf, DefaultModelError> {
-    let dir = root.join(format!("default-{:016x}", fingerprint()));
+    let fingerprint = fingerprint();
+    let dir = root.join(format!("default-{fingerprint:016x}"));
     if dir.is_dir() {
         return Ok(dir);
     }
@@ -88,8 +89,7 @@ pub fn model_dir_in(root: &Path) -> Result<PathBuf, DefaultModelError> {
     };
     std::fs::create_dir_all(root).map_err(io(root))?;
     let tmp = root.join(format!(
-        ".default-{:016x}.tmp-{}",
-        fingerprint(),
+        ".default-{fingerprint:016x}.tmp-{}",
         std::process::id()
     ));
     let result = (|| {

@@ -34,14 +34,23 @@ fn loss(m: &Bagel, b: &PackedBatch) -> anyhow::Result<Tensor> {
     )
 }
 
+/// A fresh `tiny` folder under the temp dir (named by `tag`), opened and loaded as f32 Vars.
+fn tiny_trainable(
+    tag: &str,
+    seed: u64,
+) -> anyhow::Result<(std::path::PathBuf, ModelFolder, Bagel, candle_nn::VarMap)> {
+    let dir = std::env::temp_dir().join(format!("cooper-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    init_folder(&dir, Preset::Tiny, true, DType::BF16, seed)?;
+    let folder = ModelFolder::open(&dir)?;
+    let (model, varmap) = folder.load_trainable(DType::F32, &Device::Cpu)?;
+    Ok((dir, folder, model, varmap))
+}
+
 #[test]
 fn trainable_folder_learns_and_saves() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("cooper-trainable-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    init_folder(&dir, Preset::Tiny, true, DType::BF16, 5)?;
+    let (dir, folder, model, varmap) = tiny_trainable("trainable", 5)?;
     let dev = Device::Cpu;
-    let folder = ModelFolder::open(&dir)?;
-    let (model, varmap) = folder.load_trainable(DType::F32, &dev)?;
     let batch = text_batch(&dev)?;
 
     let before = loss(&model, &batch)?;
@@ -87,11 +96,8 @@ fn trainable_folder_learns_and_saves() -> anyhow::Result<()> {
 /// loss and gradients.
 #[test]
 fn block_attention_equals_the_dense_pack_mask() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("cooper-blocks-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    init_folder(&dir, Preset::Tiny, true, DType::BF16, 7)?;
+    let (dir, _, model, varmap) = tiny_trainable("blocks", 7)?;
     let dev = Device::Cpu;
-    let (model, varmap) = ModelFolder::open(&dir)?.load_trainable(DType::F32, &dev)?;
     let samples = vec![vec![(4, SplitMode::Causal)], vec![(5, SplitMode::Causal)]];
     let batch = |attention: AttnMask| -> anyhow::Result<PackedBatch> {
         Ok(PackedBatch {

@@ -170,6 +170,16 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
     })
 }
 
+/// Writes `value` as pretty JSON to `path`, atomically.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| WorldError::Json {
+        path: path.to_path_buf(),
+        line: 0,
+        source: e,
+    })?;
+    write_atomic(path, &bytes)
+}
+
 /// Scenes rendered in parallel per chunk (bounds memory; order is restored per chunk).
 const CHUNK: u64 = 64;
 
@@ -270,12 +280,7 @@ pub fn write_dataset(
     }
     // The segmentation classes' colours in id order: the `--palette` of `cooper eval-seg`.
     let palette: Vec<[u8; 3]> = SemanticClass::ALL.iter().map(|c| c.color()).collect();
-    let palette_json = serde_json::to_vec(&palette).map_err(|e| WorldError::Json {
-        path: out.join("palette.json"),
-        line: 0,
-        source: e,
-    })?;
-    write_atomic(&out.join("palette.json"), &palette_json)?;
+    write_json(&out.join("palette.json"), &palette)?;
     let manifest = serde_json::json!({
         "generator": "cooper-world",
         "config": config,
@@ -283,11 +288,6 @@ pub fn write_dataset(
         "depth_scale": WORLD_DEPTH_SCALE,
         "image_root": ".",
     });
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| WorldError::Json {
-        path: out.join("manifest.json"),
-        line: 0,
-        source: e,
-    })?;
-    write_atomic(&out.join("manifest.json"), &bytes)?;
+    write_json(&out.join("manifest.json"), &manifest)?;
     Ok(summary)
 }
