@@ -38,18 +38,17 @@ fn loss(m: &Bagel, b: &PackedBatch) -> anyhow::Result<Tensor> {
 fn tiny_trainable(
     tag: &str,
     seed: u64,
-) -> anyhow::Result<(std::path::PathBuf, ModelFolder, Bagel, candle_nn::VarMap)> {
+) -> anyhow::Result<(std::path::PathBuf, Bagel, candle_nn::VarMap)> {
     let dir = std::env::temp_dir().join(format!("cooper-{tag}-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
     init_folder(&dir, Preset::Tiny, true, DType::BF16, seed)?;
-    let folder = ModelFolder::open(&dir)?;
-    let (model, varmap) = folder.load_trainable(DType::F32, &Device::Cpu)?;
-    Ok((dir, folder, model, varmap))
+    let (model, varmap) = ModelFolder::open(&dir)?.load_trainable(DType::F32, &Device::Cpu)?;
+    Ok((dir, model, varmap))
 }
 
 #[test]
 fn trainable_folder_learns_and_saves() -> anyhow::Result<()> {
-    let (dir, folder, model, varmap) = tiny_trainable("trainable", 5)?;
+    let (dir, model, varmap) = tiny_trainable("trainable", 5)?;
     let dev = Device::Cpu;
     let batch = text_batch(&dev)?;
 
@@ -96,7 +95,7 @@ fn trainable_folder_learns_and_saves() -> anyhow::Result<()> {
 /// loss and gradients.
 #[test]
 fn block_attention_equals_the_dense_pack_mask() -> anyhow::Result<()> {
-    let (dir, _, model, varmap) = tiny_trainable("blocks", 7)?;
+    let (dir, model, varmap) = tiny_trainable("blocks", 7)?;
     let dev = Device::Cpu;
     let samples = vec![vec![(4, SplitMode::Causal)], vec![(5, SplitMode::Causal)]];
     let batch = |attention: AttnMask| -> anyhow::Result<PackedBatch> {
