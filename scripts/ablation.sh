@@ -13,38 +13,17 @@
 # (AbsRel, delta1 after scale-and-shift alignment) and segmentation (mIoU) on held-out scenes.
 #
 # Usage: scripts/ablation.sh [OUT_DIR]   (default runs/default)
-# Knobs: SFT_STEPS, GRPO_STEPS (as in train-default.sh), EVAL_LIMIT, MAP_IMAGES, COOPER_BIN.
+# Knobs: SFT_STEPS, GRPO_STEPS, COOPER_BIN (scripts/recipe.sh, shared with train-default.sh), EVAL_LIMIT, MAP_IMAGES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
-SFT_STEPS=${SFT_STEPS:-1300}
-GRPO_STEPS=${GRPO_STEPS:-8}
 EVAL_LIMIT=${EVAL_LIMIT:-500}
 MAP_IMAGES=${MAP_IMAGES:-24}
-if [[ -n "${COOPER_BIN:-}" ]]; then
-  BIN=$COOPER_BIN
-else
-  cargo build --release -q -p cooper-cli
-  BIN=target/release/cooper
-fi
+source scripts/recipe.sh
 for need in "$OUT/amg/model" "$OUT/grpo/model"; do
   [[ -f "$need/llm_config.json" ]] || { echo "missing $need: run scripts/train-default.sh $OUT first" >&2; exit 1; }
 done
 W="$OUT/world"
-SECONDS=0
-stamp() { echo "[$(printf '%5d' "$SECONDS") s] $*"; }
-stage() { # stage DIR KIND ARGS...: `cooper train KIND --out OUT/DIR` unless its model exists
-  local dir=$1 kind=$2; shift 2
-  if [[ -f "$OUT/$dir/model/llm_config.json" ]]; then stamp "$dir: done before"; return; fi
-  local resume=()
-  [[ -d "$OUT/$dir" ]] && resume=(--resume)
-  "$BIN" train "$kind" --out "$OUT/$dir" "${resume[@]}" "$@" > /dev/null
-  stamp "$dir"
-}
-SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
-  --set run.save_every=250 --set sft.match_inference_context=true)
-GRPO_SET=(--set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8
-  --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5)
 
 # Text-only reasoning: SFT on text chains under the VLM thinking prompt, then GRPO in `re` mode.
 stage sft-text sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_text.jsonl" \
@@ -58,7 +37,7 @@ stage grpo-base grpo --model "$OUT/ae/model" --init-from "$OUT/sft-base/model" -
 
 evaluate() { # evaluate ROW MODEL MODE
   "$BIN" eval --model "$2" --bench "$OUT/heldout/eval.tsv" --mode "$3" --out "$OUT/ablation/$1" \
-    --max-think-tokens 256 --flow-steps 10 --no-progress --limit "$EVAL_LIMIT" > /dev/null
+    "${EVAL_SET[@]}" --limit "$EVAL_LIMIT" > /dev/null
   stamp "eval $1 ($3): $OUT/ablation/$1/report.md"
 }
 evaluate base "$OUT/grpo-base/model" cooper

@@ -21,20 +21,8 @@ EVAL_SCENES=${EVAL_SCENES:-100}
 EVAL_LIMIT=${EVAL_LIMIT:-500}
 AE_STEPS=${AE_STEPS:-250}
 AMG_STEPS=${AMG_STEPS:-700}
-SFT_STEPS=${SFT_STEPS:-1300}
-GRPO_STEPS=${GRPO_STEPS:-8}
-
-# COOPER_BIN: a cooper binary to use instead of building one (e.g. a copy, so that rebuilding the
-# tree during a long run does not change the binary under it).
-if [[ -n "${COOPER_BIN:-}" ]]; then
-  BIN=$COOPER_BIN
-else
-  cargo build --release -q -p cooper-cli
-  BIN=target/release/cooper
-fi
+source scripts/recipe.sh
 mkdir -p "$OUT"
-SECONDS=0
-stamp() { echo "[$(printf '%5d' "$SECONDS") s] $*"; }
 
 [[ -f "$OUT/world/manifest.json" ]] || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
 [[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
@@ -44,30 +32,18 @@ stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
 stamp "tokenizer and base model"
 
 W="$OUT/world"
-stage() { # stage NAME ARGS...: runs `cooper train NAME` unless its model exists; resumes a partial run
-  local name=$1; shift
-  if [[ -f "$OUT/$name/model/llm_config.json" ]]; then stamp "$name: done before"; return; fi
-  local resume=()
-  [[ -d "$OUT/$name" ]] && resume=(--resume)
-  "$BIN" train "$name" --out "$OUT/$name" "${resume[@]}" "$@"
-  stamp "$name"
-}
-stage ae --model "$OUT/base" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AE_STEPS" \
+stage ae ae --model "$OUT/base" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AE_STEPS" \
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set ae.batch_size=4 --set ae.crop_size=64
-stage amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AMG_STEPS" \
+stage amg amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AMG_STEPS" \
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024 \
   --set data.max_depth=20.0 --set run.save_every=250
-# SFT feeds pictures as inference does (maps ViT-only, not the official VAE + ViT): with the official
-# layout the default model's turns after a generated map were incoherent (docs/results.md).
-stage sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_interleaved.jsonl" \
-  --steps "$SFT_STEPS" --set optim.lr=1e-3 --set optim.warmup_steps=50 \
-  --set data.expected_num_tokens=2048 --set run.save_every=250 --set sft.match_inference_context=true
-stage grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" --steps "$GRPO_STEPS" \
-  --set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8 \
-  --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5
+stage sft sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_interleaved.jsonl" \
+  --steps "$SFT_STEPS" "${SFT_SET[@]}"
+stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \
+  --steps "$GRPO_STEPS" "${GRPO_SET[@]}"
 [[ "${NO_EVAL:-0}" == 1 ]] && exit 0
 limit=(--limit "$EVAL_LIMIT")
 [[ "${QUICK:-0}" == 1 ]] && limit=(--limit 6)
 "$BIN" eval --model "$OUT/grpo/model" --bench "$OUT/heldout/eval.tsv" --mode cooper --out "$OUT/eval" \
-  --max-think-tokens 256 --flow-steps 10 --no-progress "${limit[@]}" | tail -n 20
+  "${EVAL_SET[@]}" "${limit[@]}" | tail -n 20
 stamp "evaluation"
