@@ -43,6 +43,12 @@ evaluate() { # evaluate ROW MODEL MODE
 evaluate base "$OUT/grpo-base/model" cooper
 evaluate pe "$OUT/sft-text/model" pe
 evaluate re "$OUT/grpo-text/model" re
+# The recipe already evaluated the full model on these items: reuse its answers (the evaluation
+# resumes, so nothing is asked again) when it answered exactly EVAL_LIMIT of them.
+if [[ ! -d "$OUT/ablation/full" && -f "$OUT/eval/predictions.jsonl" ]] &&
+  (( $(wc -l < "$OUT/eval/predictions.jsonl") == EVAL_LIMIT )); then
+  cp -r "$OUT/eval" "$OUT/ablation/full"
+fi
 evaluate full "$OUT/grpo/model" cooper
 
 # Stage-1 maps of held-out scenes against their exact ground truth.

@@ -2,12 +2,15 @@
 # the SFT, GRPO and evaluation settings of the default recipe, and the stage runner. The ablation's
 # rows use exactly these settings, so that they differ from the default model only in what the row
 # names.
-SFT_STEPS=${SFT_STEPS:-1300}
+SFT_STEPS=${SFT_STEPS:-1500}
 GRPO_STEPS=${GRPO_STEPS:-8}
 # SFT feeds pictures as inference does (maps ViT-only, not the official VAE + ViT): with the official
 # layout the default model's turns after a generated map were incoherent (docs/results.md).
+# The ViT is trained too: the official recipe freezes it because BAGEL's SigLIP is pretrained, but
+# the default model's ViT starts random, and frozen random features left it unable to tell colours
+# and shapes apart (docs/results.md).
 SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
-  --set run.save_every=250 --set sft.match_inference_context=true)
+  --set run.save_every=250 --set sft.match_inference_context=true --set freeze.vit=false)
 GRPO_SET=(--set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5)
 EVAL_SET=(--max-think-tokens 256 --flow-steps 10 --no-progress)

@@ -36,7 +36,7 @@ stage ae ae --model "$OUT/base" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.js
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set ae.batch_size=4 --set ae.crop_size=64
 stage amg amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl" --steps "$AMG_STEPS" \
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024 \
-  --set data.max_depth=20.0 --set run.save_every=250
+  --set data.max_depth=20.0 --set run.save_every=250 --set freeze.vit=false
 stage sft sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_interleaved.jsonl" \
   --steps "$SFT_STEPS" "${SFT_SET[@]}"
 stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use candle_core::DType;
 use cooper_model::init::{init_folder, Preset};
-use cooper_stages::{run_stage, RunOptions};
+use cooper_stages::{run_stage, RunOptions, StageReport};
 use cooper_train::config::{Stage, TrainConfig};
 use cooper_world::{write_dataset, SceneConfig, WorldConfig};
 
@@ -187,6 +187,32 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     t
 }
 
+/// Runs `make("straight")` to the end, and `make("interrupted")` for three steps whose last
+/// checkpoint is then lost (a killed process), then resumed; checks that a rerun without
+/// `--resume` is refused rather than overwriting the run. Returns both reports and configs.
+fn straight_and_resumed(
+    make: impl Fn(&str) -> TrainConfig,
+) -> (StageReport, StageReport, TrainConfig, TrainConfig) {
+    let straight = make("straight");
+    let a = run_stage(&straight, &RunOptions::default()).unwrap();
+    let interrupted = make("interrupted");
+    let stopped = RunOptions {
+        stop_after: Some(3),
+        ..RunOptions::default()
+    };
+    let partial = run_stage(&interrupted, &stopped).unwrap();
+    assert_eq!(partial.final_step, 3);
+    let err = run_stage(&interrupted, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    std::fs::remove_dir_all(interrupted.run.out_dir.join("0000003")).ok();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let b = run_stage(&interrupted, &resume).unwrap();
+    (a, b, straight, interrupted)
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
     let f = fixture();
@@ -208,26 +234,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
         c.sft.system_prompt = "none".into();
         c
     };
-    let straight = make("straight");
-    let a = run_stage(&straight, &RunOptions::default()).unwrap();
-
-    let interrupted = make("interrupted");
-    // Three steps, then the process "dies": step 3 is lost, the checkpoint of step 2 remains.
-    let stopped = RunOptions {
-        stop_after: Some(3),
-        ..RunOptions::default()
-    };
-    let partial = run_stage(&interrupted, &stopped).unwrap();
-    assert_eq!(partial.final_step, 3);
-    // Without --resume an existing run is refused rather than overwritten.
-    let err = run_stage(&interrupted, &RunOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("--resume"), "{err}");
-    std::fs::remove_dir_all(interrupted.run.out_dir.join("0000003")).ok();
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let b = run_stage(&interrupted, &resume).unwrap();
+    let (a, b, _, _) = straight_and_resumed(make);
     assert_eq!(b.final_step, 6);
     assert_eq!(b.steps_run, 4);
     assert_eq!(weights(&a.model_dir), weights(&b.model_dir));
@@ -475,20 +482,7 @@ fn a_killed_grpo_run_resumes_to_the_same_weights() {
         c.run.save_every = 2;
         c
     };
-    let straight = make("straight");
-    let a = run_stage(&straight, &RunOptions::default()).unwrap();
-    let interrupted = make("interrupted");
-    let stopped = RunOptions {
-        stop_after: Some(3),
-        ..RunOptions::default()
-    };
-    run_stage(&interrupted, &stopped).unwrap();
-    std::fs::remove_dir_all(interrupted.run.out_dir.join("0000003")).ok();
-    let resume = RunOptions {
-        resume: true,
-        ..RunOptions::default()
-    };
-    let b = run_stage(&interrupted, &resume).unwrap();
+    let (a, b, straight, interrupted) = straight_and_resumed(make);
     assert_eq!((b.final_step, b.steps_run), (4, 2));
     assert_eq!(weights(&a.model_dir), weights(&b.model_dir));
     let log =

@@ -13,7 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::questions::{
-    camera_distance, object_distance, Category, Flag, Query, Question, Relation, Tool, GRID_NAMES,
+    camera_distance, object_distance, AnswerKind, Category, Flag, Query, Question, Relation, Tool,
+    GRID_NAMES,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -346,7 +347,13 @@ fn final_turn(
     lead: &str,
     rng: &mut ChaCha8Rng,
 ) -> String {
-    let reason = explain(q, scene, frame);
+    let mut reason = explain(q, scene, frame);
+    if q.kind == AnswerKind::Mcq {
+        // Naming the option right after the answer's words turns picking the letter into copying
+        // the letter that precedes those words in the prompt; without it the small default model
+        // chose letters by prior (below chance on colour, shape and counting, docs/results.md).
+        reason.push_str(&format!(" That matches option {}.", q.answer));
+    }
     let closing = pick(
         rng,
         &[
@@ -540,6 +547,10 @@ mod tests {
                     _ => panic!("a chain ends with text"),
                 };
                 assert!(last.contains(&boxed(q)));
+                // A multiple-choice reason names its option, and only a multiple-choice one does.
+                let names_option = last.contains(&format!("That matches option {}.", q.answer));
+                assert_eq!(names_option, q.kind == AnswerKind::Mcq, "{last}");
+                assert_eq!(last.contains("That matches option"), names_option, "{last}");
                 let t = text_chain(q, &g.scene, &g.frame, &mut rng);
                 assert!(format_ok(&t) && t.items.len() == 3);
             }
