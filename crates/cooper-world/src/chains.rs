@@ -349,9 +349,9 @@ fn final_turn(
 ) -> String {
     let mut reason = explain(q, scene, frame);
     if q.kind == AnswerKind::Mcq {
-        // Naming the option right after the answer's words turns picking the letter into copying
-        // the letter that precedes those words in the prompt; without it the small default model
-        // chose letters by prior (below chance on colour, shape and counting, docs/results.md).
+        // Naming the option right after the answer's words lets the answer turn copy the letter
+        // from the model's own text, instead of matching the words against the options at once,
+        // which the small default model did not learn (docs/results.md).
         reason.push_str(&format!(" That matches option {}.", q.answer));
     }
     let closing = pick(
