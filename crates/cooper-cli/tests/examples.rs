@@ -28,7 +28,7 @@ fn ask(scene: &str, cache: &Path) -> String {
 #[test]
 fn the_default_model_answers_the_examples() {
     let cache = tempfile::tempdir().expect("tempdir");
-    for (scene, answer) in [("scene-1", "1"), ("scene-2", "B"), ("scene-3", "Yes")] {
+    for (scene, answer) in [("scene-1", "B"), ("scene-2", "A"), ("scene-3", "No")] {
         let stdout = ask(scene, cache.path());
         let last = stdout
             .lines()

@@ -11,11 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::chains::{interleaved_chain, text_chain};
+use crate::chains::{description_chain, interleaved_chain, text_chain};
 use crate::error::{Result, WorldError};
 use crate::formats::{
-    depth_to_u16, png_rgb, png_u16, rl_row, sft_row, tsv_header, tsv_row, write_atomic, AtomicFile,
-    ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
+    depth_to_u16, description_row, png_rgb, png_u16, rl_row, sft_row, tsv_header, tsv_row,
+    write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow,
+    WORLD_DEPTH_SCALE,
 };
 use crate::palette::SemanticClass;
 use crate::questions::{generate_questions, Question};
@@ -96,6 +97,9 @@ pub struct DatasetSummary {
     pub questions: u64,
     pub sft_interleaved: u64,
     pub sft_text: u64,
+    /// Scene descriptions (`sft_describe.jsonl`, one per scene).
+    #[serde(default)]
+    pub sft_describe: u64,
 }
 
 /// Everything one scene contributes to the index files, prepared in parallel.
@@ -108,6 +112,7 @@ struct SceneOutput {
     rl: Vec<RlRow>,
     sft_interleaved: Vec<SftRow>,
     sft_text: Vec<SftRow>,
+    sft_describe: SftRow,
     tsv_image: String,
 }
 
@@ -145,6 +150,7 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         let t = text_chain(q, &g.scene, &g.frame, &mut chain_rng);
         sft_text.push(sft_row(&t, q, &images));
     }
+    let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
     Ok(SceneOutput {
         objects: g.scene.objects.len() as u64,
         depth_row: Stage1DepthRow {
@@ -165,6 +171,7 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         questions: g.questions,
         sft_interleaved,
         sft_text,
+        sft_describe,
         tsv_image: images.input,
         scene: g.scene,
     })
@@ -204,6 +211,7 @@ pub fn write_dataset(
     let mut rl_f = AtomicFile::create(&out.join("rl.jsonl"))?;
     let mut sft_f = AtomicFile::create(&out.join("sft_interleaved.jsonl"))?;
     let mut sft_text_f = AtomicFile::create(&out.join("sft_text.jsonl"))?;
+    let mut sft_describe_f = AtomicFile::create(&out.join("sft_describe.jsonl"))?;
     let tsv_path = out.join("eval.tsv");
     let mut tsv_f = AtomicFile::create(&tsv_path)?;
     let tsv_line = |fields: Vec<String>| -> Result<Vec<u8>> {
@@ -258,11 +266,13 @@ pub fn write_dataset(
             for r in &o.sft_text {
                 sft_text_f.write_json_line(r)?;
             }
+            sft_describe_f.write_json_line(&o.sft_describe)?;
             summary.scenes += 1;
             summary.objects += o.objects;
             summary.questions += o.questions.len() as u64;
             summary.sft_interleaved += o.sft_interleaved.len() as u64;
             summary.sft_text += o.sft_text.len() as u64;
+            summary.sft_describe += 1;
         }
         start = end;
     }
@@ -274,6 +284,7 @@ pub fn write_dataset(
         rl_f,
         sft_f,
         sft_text_f,
+        sft_describe_f,
         tsv_f,
     ] {
         f.commit()?;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chains::{Chain, ChainImage, ChainItem};
 use crate::error::{Result, WorldError};
-use crate::questions::{option_letter, Question};
+use crate::questions::{option_letter, Flag, Question};
 use crate::render::Frame;
 
 /// Depth scale of our world's 16-bit depth PNGs: value = metres × 1000 (millimetres).
@@ -206,6 +206,16 @@ impl ChainImages {
 
 /// Turns a chain into an SFT row.
 pub fn sft_row(chain: &Chain, q: &Question, images: &ChainImages) -> SftRow {
+    chain_row(chain, q.category.name(), q.flag.name(), images)
+}
+
+/// An SFT row for a chain that answers no benchmark question (a scene description): its
+/// category is `description`, and its flag `negative`, since it calls no tool.
+pub fn description_row(chain: &Chain, images: &ChainImages) -> SftRow {
+    chain_row(chain, "description", Flag::Negative.name(), images)
+}
+
+fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImages) -> SftRow {
     let flag = |b: bool| if b { "true" } else { "false" }.to_string();
     SftRow {
         interleaved_reason: chain
@@ -228,9 +238,9 @@ pub fn sft_row(chain: &Chain, q: &Question, images: &ChainImages) -> SftRow {
                 },
             })
             .collect(),
-        data_id: q.id.clone(),
-        category: q.category.name().into(),
-        flag: q.flag.name().into(),
+        data_id: chain.question_id.clone(),
+        category: category.into(),
+        flag: flag_name.into(),
     }
 }
 

@@ -343,7 +343,7 @@ pub fn option_letter(k: usize) -> char {
 }
 
 /// Objects that are clearly visible, whole and unoccluded enough to ask about.
-fn min_pixels(frame: &Frame) -> u32 {
+pub(crate) fn min_pixels(frame: &Frame) -> u32 {
     (frame.width * frame.height / 800).max(8)
 }
 
