@@ -5,8 +5,9 @@
 //! as the generated image, the official reflection prompt (no loss), and a final
 //! `<think> … </think>` + `<answer> … \boxed{X} </answer>` turn (loss). Depth results are the
 //! Spectral-coloured relative depth the loop feeds back; segmentation results are the ADE20K-style
-//! colour map. Text-only chains hold one `<think>`/`<answer>` turn. The system prompt is not part
-//! of a chain: the training side prepends it.
+//! colour map. Text-only chains hold one `<think>`/`<answer>` turn, and so do scene descriptions
+//! ([`description_chain`]). The system prompt is not part of a chain: the training side prepends
+//! it.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -4,7 +4,7 @@
 //! - Deterministic scenes of primitive objects on a floor, optionally in a room, seen by a
 //!   pinhole camera ([`scene`]).
 //! - Ray-cast rendering with `parry3d`: RGB, exact metric depth, instance and semantic
-//!   segmentation ([`render`]); palettes, including the matplotlib-compatible Spectral depth
+//!   segmentation ([`mod@render`]); palettes, including the matplotlib-compatible Spectral depth
 //!   colouring ([`palette`]).
 //! - Spatial questions with exact answers, categories and `positive`/`negative`/`boundary`
 //!   flags ([`questions`]) and template reasoning chains ([`chains`]).
