@@ -16,7 +16,8 @@
 #
 # Usage: scripts/ablation.sh [OUT_DIR]   (default runs/default)
 # Knobs: SFT_STEPS, GRPO_STEPS, COOPER_BIN (scripts/recipe.sh, shared with train-default.sh),
-# EVAL_LIMIT, MAP_IMAGES, and PARALLEL=1 to train the text rows and the base row side by side (one thread each).
+# EVAL_LIMIT, MAP_IMAGES, and PARALLEL=1 to train the text rows and the base row side by side
+# (one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
@@ -38,7 +39,7 @@ evaluate() { # evaluate ROW MODEL MODE
 # the SFT model alone is the `pe` row.
 text_rows() {
   stage sft-text sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" \
-    --data "$W/sft_text.jsonl" "$W/sft_describe.jsonl" --steps "$SFT_STEPS" "${SFT_SET[@]}" \
+    --data "$W/sft_text.jsonl" "$W/$DESCRIPTIONS" --steps "$SFT_STEPS" "${SFT_SET[@]}" \
     --set sft.system_prompt=vlm_think
   stage grpo-text grpo --model "$OUT/ae/model" --init-from "$OUT/sft-text/model" \
     --data "$W/rl.jsonl" --steps "$GRPO_STEPS" "${GRPO_SET[@]}" --set grpo.rollout_mode=re
@@ -50,7 +51,7 @@ text_rows() {
 # stage-1 model's maps of held-out scenes against their exact ground truth.
 base_row_and_maps() {
   stage sft-base sft --model "$OUT/ae/model" \
-    --data "$W/sft_interleaved.jsonl" "$W/sft_describe.jsonl" --steps "$SFT_STEPS" "${SFT_SET[@]}"
+    --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" --steps "$SFT_STEPS" "${SFT_SET[@]}"
   stage grpo-base grpo --model "$OUT/ae/model" --init-from "$OUT/sft-base/model" \
     --data "$W/rl.jsonl" --steps "$GRPO_STEPS" "${GRPO_SET[@]}"
   evaluate base "$OUT/grpo-base/model" cooper

@@ -24,7 +24,8 @@ AMG_STEPS=${AMG_STEPS:-700}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
-[[ -f "$OUT/world/sft_describe.jsonl" ]] || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
+[[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" ]] ||
+  "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
 [[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
 [[ -f "$OUT/tokenizer/tokenizer.json" ]] || "$BIN" train tokenizer --data "$OUT/world" --vocab-size 2048 --out "$OUT/tokenizer" > /dev/null
@@ -38,7 +39,7 @@ stage amg amg --model "$OUT/ae/model" --data "$W/stage1_depth.jsonl" "$W/stage1_
   --set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024 \
   --set data.max_depth=20.0 --set run.save_every=250 --set freeze.vit=false
 stage sft sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" \
-  --data "$W/sft_interleaved.jsonl" "$W/sft_describe.jsonl" --steps "$SFT_STEPS" "${SFT_SET[@]}"
+  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" --steps "$SFT_STEPS" "${SFT_SET[@]}"
 stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \
   --steps "$GRPO_STEPS" "${GRPO_SET[@]}"
 [[ "${NO_EVAL:-0}" == 1 ]] && exit 0

@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::questions::{
-    camera_distance, min_pixels, object_distance, AnswerKind, Category, Flag, Query, Question,
-    Relation, Tool, GRID_NAMES,
+    camera_distance, grid_cell, min_pixels, object_distance, AnswerKind, Category, Flag, Query,
+    Question, Relation, Tool,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -484,13 +484,6 @@ pub fn text_chain(q: &Question, scene: &Scene, frame: &Frame, rng: &mut ChaCha8R
         uses_tools: false,
         items,
     }
-}
-
-/// The 3 × 3 grid cell of an image position.
-fn grid_cell(frame: &Frame, [u, v]: [f32; 2]) -> &'static str {
-    let col = ((3.0 * u / frame.width as f32) as usize).min(2);
-    let row = ((3.0 * v / frame.height as f32) as usize).min(2);
-    GRID_NAMES[row][col]
 }
 
 /// A scene-description chain: the input image, [`DESCRIBE_PROMPT`], and one turn that names every

@@ -970,12 +970,17 @@ pub const GRID_NAMES: [[&str; 3]; 3] = [
     ["bottom-left", "bottom-center", "bottom-right"],
 ];
 
+/// The 3 × 3 grid cell of an image position `(u, v)` in pixels.
+pub(crate) fn grid_cell(frame: &Frame, [u, v]: [f32; 2]) -> &'static str {
+    let col = ((3.0 * u / frame.width as f32) as usize).min(2);
+    let row = ((3.0 * v / frame.height as f32) as usize).min(2);
+    GRID_NAMES[row][col]
+}
+
 fn spatial_grid(c: &Ctx, rng: &mut ChaCha8Rng) -> Option<Draft> {
     let a = c.pick(rng, 1)?[0];
     let [u, v] = c.stats(a).centroid;
     let (w, h) = (c.frame.width as f32, c.frame.height as f32);
-    let col = ((3.0 * u / w) as usize).min(2);
-    let row = ((3.0 * v / h) as usize).min(2);
     // Keep clear of the grid lines.
     let near_line = |x: f32, size: f32| {
         [1.0, 2.0]
@@ -995,7 +1000,7 @@ fn spatial_grid(c: &Ctx, rng: &mut ChaCha8Rng) -> Option<Draft> {
             c.name(a)
         ),
     };
-    let correct = GRID_NAMES[row][col].to_string();
+    let correct = grid_cell(c.frame, [u, v]).to_string();
     let mut others: Vec<String> = GRID_NAMES
         .iter()
         .flatten()
