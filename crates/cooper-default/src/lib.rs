@@ -131,6 +131,22 @@ mod tests {
         assert_eq!(entries.len(), 1);
     }
 
+    /// Re-embedding copies a run's model folder into `../model/`; a file there that `FILES` does
+    /// not list (a `reasoning_config.json`, say) would silently not ship, and the default model
+    /// would be asked differently from how it was trained.
+    #[test]
+    fn embeds_every_file_of_the_model_folder() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("model");
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                FILES.iter().any(|(n, _)| *n == name),
+                "{name} is in {} but not in FILES",
+                folder.display()
+            );
+        }
+    }
+
     #[test]
     fn fits_the_size_budget() {
         // Issue 6: at most 25 MB embedded.

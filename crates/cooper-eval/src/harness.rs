@@ -29,6 +29,29 @@ pub enum JudgePolicy {
     Always,
 }
 
+/// Which picture each question is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ImageControl {
+    /// The item's own picture.
+    #[default]
+    Own,
+    /// Another item's picture (the next one in the file with a different picture): a control
+    /// for how much the answers depend on the picture at all. A model that reads its input
+    /// scores near chance here; one that scores as well as with its own pictures answers from
+    /// the question text alone.
+    Shuffled,
+}
+
+impl ImageControl {
+    /// The lower-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Own => "own",
+            Self::Shuffled => "shuffled",
+        }
+    }
+}
+
 /// Everything a benchmark run needs besides the model.
 #[derive(Debug, Clone)]
 pub struct EvalConfig {
@@ -39,6 +62,8 @@ pub struct EvalConfig {
     /// Folder for `predictions.jsonl`, `results.json` and `report.md` (created if needed).
     pub out_dir: PathBuf,
     pub mode: ReasoningMode,
+    /// Own pictures, or the shuffled-images control.
+    pub images: ImageControl,
     pub judge: Option<JudgeConfig>,
     pub judge_policy: JudgePolicy,
     /// Evaluate only the first `limit` items of the TSV.
@@ -59,6 +84,7 @@ impl EvalConfig {
             image_root: None,
             out_dir: out_dir.into(),
             mode,
+            images: ImageControl::Own,
             judge: None,
             judge_policy: JudgePolicy::Fallback,
             limit: None,
@@ -122,6 +148,10 @@ pub fn run_with<A: Answerer>(
         .limit
         .map_or(bench.items.len(), |l| l.min(bench.items.len()));
     let items = &bench.items[..n];
+    let shown: Vec<usize> = match config.images {
+        ImageControl::Own => (0..n).collect(),
+        ImageControl::Shuffled => bench.other_pictures(items)?,
+    };
     let bar = if config.progress {
         ProgressBar::new(n as u64)
     } else {
@@ -134,8 +164,22 @@ pub fn run_with<A: Answerer>(
     }
 
     let (mut asked, mut skipped) = (0, 0);
-    for item in items {
+    for (item, &shown) in items.iter().zip(&shown) {
+        let image_from =
+            (config.images == ImageControl::Shuffled).then(|| items[shown].index.clone());
         if let Some(rec) = log.get(&item.index) {
+            if rec.image_from.is_some() != image_from.is_some() {
+                return Err(EvalError::InvalidValue {
+                    what: "output folder",
+                    value: config.out_dir.display().to_string(),
+                    message: format!(
+                        "its predictions.jsonl holds answers with {} pictures, not {}; use another \
+                         output folder",
+                        if rec.image_from.is_some() { "shuffled" } else { "their own" },
+                        if image_from.is_some() { "shuffled ones" } else { "their own" },
+                    ),
+                });
+            }
             if rec.mode != config.mode.name() {
                 return Err(EvalError::InvalidValue {
                     what: "output folder",
@@ -150,7 +194,7 @@ pub fn run_with<A: Answerer>(
             bar.inc(1);
             continue;
         }
-        let image = bench.image(item)?;
+        let image = bench.image(&items[shown])?;
         let question = format_question(item);
         let answer = answerer
             .answer(&image, &question, config.mode)
@@ -187,6 +231,7 @@ pub fn run_with<A: Answerer>(
             depth_calls: answer.depth_calls,
             segmentation_calls: answer.segmentation_calls,
             judge_error,
+            image_from,
         })?;
         asked += 1;
         bar.inc(1);
@@ -207,6 +252,7 @@ pub fn run_with<A: Answerer>(
     let results = Results {
         bench: config.bench.display().to_string(),
         mode: config.mode.name().to_string(),
+        images: config.images.name().to_string(),
         summary,
     };
     write_results_json(&results_path, &results)?;

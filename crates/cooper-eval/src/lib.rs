@@ -59,4 +59,4 @@ pub use image;
 
 pub use answerer::{Answerer, ModelAnswer, ReasoningMode};
 pub use error::{BoxError, EvalError};
-pub use harness::{run_with, EvalConfig, EvalOutcome, JudgePolicy};
+pub use harness::{run_with, EvalConfig, EvalOutcome, ImageControl, JudgePolicy};

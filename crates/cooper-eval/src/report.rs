@@ -37,6 +37,9 @@ pub struct PredictionRecord {
     /// Why the judge could not map this output (the rule-based extraction was kept).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub judge_error: Option<String>,
+    /// Under the shuffled-images control: the index of the item whose picture was shown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub image_from: Option<String>,
 }
 
 /// The predictions file: existing records are read on open and new ones appended, one JSON object
@@ -154,8 +157,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), EvalError> {
 pub struct Results {
     pub bench: String,
     pub mode: String,
+    /// `own`, or `shuffled` for the shuffled-images control (see `ImageControl`).
+    #[serde(default = "own_images")]
+    pub images: String,
     #[serde(flatten)]
     pub summary: Summary,
+}
+
+fn own_images() -> String {
+    "own".into()
 }
 
 /// Writes any serialisable value as pretty JSON, atomically.
@@ -200,6 +210,16 @@ pub fn render_markdown(results: &Results) -> String {
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         results.bench, results.mode
     );
+    if results.images != "own" {
+        md.insert_str(
+            md.find("\n\n").map_or(0, |i| i + 2),
+            &format!(
+                "Images: `{}`: every question was asked about another item's picture (a control \
+                 for how much the answers depend on the picture).\n\n",
+                results.images
+            ),
+        );
+    }
     for (name, g) in &results.summary.categories {
         md.push_str(&row(name, g));
     }
@@ -235,6 +255,7 @@ mod tests {
             depth_calls: 0,
             segmentation_calls: 0,
             judge_error: None,
+            image_from: None,
         }
     }
 

@@ -338,6 +338,35 @@ impl Bench {
         })
     }
 
+    /// For each of `items`, the position in `items` of the next item (cyclically, in file order)
+    /// whose picture is a different one: the "shuffled images" control, in which every question
+    /// is asked about another item's picture. Two items show the same picture when they name the
+    /// same image data (by index, as VLMEvalKit shares images) or the same path. Deterministic;
+    /// an error when `items` hold fewer than two distinct pictures.
+    pub fn other_pictures(&self, items: &[BenchItem]) -> Result<Vec<usize>, EvalError> {
+        let key = |item: &BenchItem| match &item.image {
+            ImageRef::Base64(k) => (0u8, PathBuf::from(k)),
+            ImageRef::Path(p) => (1u8, p.clone()),
+        };
+        let n = items.len();
+        (0..n)
+            .map(|i| {
+                (1..n)
+                    .map(|step| (i + step) % n)
+                    .find(|&j| key(&items[j]) != key(&items[i]))
+                    .ok_or_else(|| EvalError::InvalidValue {
+                        what: "images",
+                        value: "shuffled".into(),
+                        message: format!(
+                            "{}: the items evaluated show fewer than two distinct pictures, so \
+                             none can be asked about another's",
+                            self.path.display()
+                        ),
+                    })
+            })
+            .collect()
+    }
+
     /// Decodes an item's image to RGB.
     pub fn image(&self, item: &BenchItem) -> Result<RgbImage, EvalError> {
         let bad = |message: String| EvalError::BadField {

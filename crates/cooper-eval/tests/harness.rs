@@ -9,7 +9,7 @@ use cooper_eval::extract::{Prediction, Source};
 use cooper_eval::judge::JudgeConfig;
 use cooper_eval::report::PredictionLog;
 use cooper_eval::{
-    run_with, Answerer, BoxError, EvalConfig, JudgePolicy, ModelAnswer, ReasoningMode,
+    run_with, Answerer, BoxError, EvalConfig, ImageControl, JudgePolicy, ModelAnswer, ReasoningMode,
 };
 use image::{Rgb, RgbImage};
 
@@ -119,13 +119,19 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
+/// The benchmark written into `dir`, run in `cooper` mode into `dir/out_name`, without a progress
+/// bar.
+fn quiet_config(dir: &Path, out_name: &str) -> EvalConfig {
+    let bench = write_bench(dir);
+    let mut config = EvalConfig::new(&bench, dir.join(out_name), ReasoningMode::Cooper);
+    config.progress = false;
+    config
+}
+
 #[test]
 fn harness_scores_reports_and_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bench = write_bench(dir.path());
-    let out = dir.path().join("out");
-    let mut config = EvalConfig::new(&bench, &out, ReasoningMode::Cooper);
-    config.progress = false;
+    let config = quiet_config(dir.path(), "out");
 
     let mut script = Script::full();
     let outcome = run_with(&config, &mut script).expect("first run");
@@ -364,4 +370,76 @@ fn unreachable_judge_keeps_the_answer() {
     assert_eq!(item4.raw_output, "I cannot tell");
     // Everything else was extracted by the rules, as without a judge: 4.5 / 8.
     assert!(close(outcome.summary.overall.score, 0.5625));
+}
+
+/// Answers from the picture alone: "Yes" on red, "No" on blue; records each question's first line
+/// with the colour it was shown.
+struct ByColour(Vec<(String, [u8; 3])>);
+
+impl Answerer for ByColour {
+    fn answer(
+        &mut self,
+        image: &RgbImage,
+        question: &str,
+        _mode: ReasoningMode,
+    ) -> Result<ModelAnswer, BoxError> {
+        let colour = image.get_pixel(0, 0).0;
+        let first = question.lines().next().unwrap_or("").to_string();
+        self.0.push((first, colour));
+        Ok(ModelAnswer::text(if colour == RED { "Yes" } else { "No" }))
+    }
+}
+
+#[test]
+fn shuffled_images_show_every_question_another_picture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = quiet_config(dir.path(), "shuffled");
+    config.images = ImageControl::Shuffled;
+    let mut answerer = ByColour(Vec::new());
+    let outcome = run_with(&config, &mut answerer).expect("shuffled run");
+    assert_eq!(outcome.asked, 8);
+    // Items 1–7 share the red picture, so each is shown item 8's blue one; item 8 is shown the
+    // next item after it (cyclically) with another picture: item 1.
+    for (i, (question, colour)) in answerer.0.iter().enumerate() {
+        let expected = if i < 7 { BLUE } else { RED };
+        assert_eq!(*colour, expected, "{question}");
+    }
+    let log = PredictionLog::open(&outcome.predictions_path).expect("log");
+    assert_eq!(
+        log.get("3").and_then(|r| r.image_from.as_deref()),
+        Some("8")
+    );
+    assert_eq!(
+        log.get("8").and_then(|r| r.image_from.as_deref()),
+        Some("1")
+    );
+    // Item 3 (truth Yes) is now answered No from the blue picture; item 4 (truth No) right.
+    assert_eq!(log.get("3").and_then(|r| r.score.correct), Some(false));
+    assert_eq!(log.get("4").and_then(|r| r.score.correct), Some(true));
+    let results = std::fs::read_to_string(&outcome.results_path).expect("results");
+    assert!(results.contains("\"images\": \"shuffled\""), "{results}");
+    let report = std::fs::read_to_string(&outcome.report_path).expect("report");
+    assert!(report.contains("Images: `shuffled`"), "{report}");
+
+    // The same folder refuses answers with own pictures, and an own-picture folder the control.
+    let refused = |config: &EvalConfig, expected: &str| {
+        let err = run_with(config, ByColour(Vec::new()))
+            .expect_err(expected)
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    };
+    let mut own = config.clone();
+    own.images = ImageControl::Own;
+    refused(&own, "with shuffled pictures, not their own");
+    own.out_dir = dir.path().join("own");
+    run_with(&own, ByColour(Vec::new())).expect("own run");
+    let mut back = own.clone();
+    back.images = ImageControl::Shuffled;
+    refused(&back, "with their own pictures, not shuffled ones");
+
+    // One picture only: no item can be shown another's.
+    let mut single = config.clone();
+    single.limit = Some(3);
+    single.out_dir = dir.path().join("single");
+    refused(&single, "fewer than two distinct pictures");
 }

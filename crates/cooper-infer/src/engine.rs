@@ -14,7 +14,7 @@ use tokenizers::Tokenizer;
 use crate::backend::Backend;
 use crate::error::{InferError, Result};
 use crate::flow::{initial_noise, sample_flow, step_progress_bar, Branch};
-use crate::params::{ImageParams, ReasonParams, TextParams};
+use crate::params::{ImageParams, ReasonParams, ReasoningConfig, TextParams};
 use crate::sampling::{sample_token_tensor, seeded_rng};
 use crate::transforms::{patchify, to_tensor, ResizeConfig};
 
@@ -39,6 +39,8 @@ pub struct Engine {
     pub vit_resize: ResizeConfig,
     /// Whether a progress bar is drawn over flow steps.
     pub show_progress: bool,
+    /// How the folder wants to be prompted (its `reasoning_config.json`).
+    pub reasoning: ReasoningConfig,
 }
 
 impl Engine {
@@ -49,6 +51,7 @@ impl Engine {
         let ae = folder.load_ae(dtype, device).map_err(backend_err)?;
         let tokenizer = load_tokenizer(&folder.tokenizer)?;
         let vit_resize = default_resizes(&folder).1;
+        let reasoning = ReasoningConfig::read(dir)?;
         Ok(Self {
             model,
             ae,
@@ -56,16 +59,19 @@ impl Engine {
             folder,
             vit_resize,
             show_progress: true,
+            reasoning,
         })
     }
 
     /// Reasoning settings fitted to this model: the official transforms, capped so that a picture
-    /// never exceeds the model's latent and ViT position tables, with strides from its config.
+    /// never exceeds the model's latent and ViT position tables, with strides from its config;
+    /// system prompts as the folder's `reasoning_config.json` says.
     pub fn default_reason_params(&self) -> ReasonParams {
         let (vae_resize, vit_resize) = default_resizes(&self.folder);
         ReasonParams {
             vae_resize,
             vit_resize,
+            system_prompt: self.reasoning.system_prompt,
             ..ReasonParams::default()
         }
     }

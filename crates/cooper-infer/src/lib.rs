@@ -37,6 +37,6 @@ pub mod transforms;
 pub use backend::Backend;
 pub use engine::Engine;
 pub use error::{InferError, Result};
-pub use params::{CfgRenorm, ImageParams, Mode, ReasonParams, TextParams};
+pub use params::{CfgRenorm, ImageParams, Mode, ReasonParams, ReasoningConfig, TextParams};
 pub use reasoning::{reason, ReasonEvent};
 pub use trace::{write_trace, ReasonTrace};

@@ -228,6 +228,57 @@ impl FromStr for Mode {
     }
 }
 
+/// How a model folder wants to be prompted, from its optional `reasoning_config.json` (this
+/// project's addition to the official layout; official checkpoints have none and get the
+/// official prompts).
+///
+/// A model trained with `sft.omit_system_prompt` (or `sft.system_prompt = "none"`) learnt its
+/// chains without the system prompts: the official ones are 36 to 239 words of instructions that
+/// every chain repeats, which in a tiny model crowd the picture's tokens out of the attention
+/// (`docs/training.md`). Such a model must be asked the same way, which this file records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReasoningConfig {
+    /// Start every context with the mode's system prompt (the official procedure).
+    pub system_prompt: bool,
+}
+
+impl Default for ReasoningConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: true,
+        }
+    }
+}
+
+impl ReasoningConfig {
+    /// The file name inside a model folder.
+    pub const FILE: &'static str = "reasoning_config.json";
+
+    /// Reads `dir/reasoning_config.json`; the official defaults when the file is absent.
+    pub fn read(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            InferError::setting("reasoning_config.json", format!("{}: {e}", path.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            InferError::setting("reasoning_config.json", format!("{}: {e}", path.display()))
+        })
+    }
+
+    /// The file's contents, or `None` when everything is the official default (no file needed).
+    pub fn to_file_text(&self) -> Option<String> {
+        (*self != Self::default()).then(|| {
+            let mut text = serde_json::to_string_pretty(self).expect("plain struct serialises");
+            text.push('\n');
+            text
+        })
+    }
+}
+
 /// Settings of one `ask`: mode, loop limits, decoding, generation and the picture transforms.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -244,6 +295,8 @@ pub struct ReasonParams {
     pub vae_resize: ResizeConfig,
     /// The ViT-side resize (applied by the backend to what it is given).
     pub vit_resize: ResizeConfig,
+    /// Begin with the mode's system prompt (see [`ReasoningConfig`]).
+    pub system_prompt: bool,
 }
 
 impl Default for ReasonParams {
@@ -255,6 +308,7 @@ impl Default for ReasonParams {
             image: ImageParams::default(),
             vae_resize: ResizeConfig::VAE,
             vit_resize: ResizeConfig::VIT,
+            system_prompt: true,
         }
     }
 }
@@ -276,6 +330,32 @@ impl ReasonParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_config_file_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            ReasoningConfig::read(dir.path()).unwrap(),
+            ReasoningConfig::default()
+        );
+        assert!(ReasoningConfig::default().to_file_text().is_none());
+        let off = ReasoningConfig {
+            system_prompt: false,
+        };
+        let text = off.to_file_text().unwrap();
+        std::fs::write(dir.path().join(ReasoningConfig::FILE), &text).unwrap();
+        assert_eq!(ReasoningConfig::read(dir.path()).unwrap(), off);
+        std::fs::write(
+            dir.path().join(ReasoningConfig::FILE),
+            r#"{"system_prompts": false}"#,
+        )
+        .unwrap();
+        let err = ReasoningConfig::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("reasoning_config.json") && err.contains("system_prompts"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_follow_the_official_loop() {

@@ -264,6 +264,7 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
             model: None,
             ema: None,
             ae: Some((&new_config, &weights)),
+            reasoning: cooper_infer::ReasoningConfig::read(&folder.dir)?,
         },
         opts.export_dtype,
     )?;

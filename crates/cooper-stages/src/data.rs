@@ -214,7 +214,11 @@ impl SampleReader<'_> {
     }
 
     fn read_chains(&self, file: &Path) -> Result<Vec<Sample>> {
-        let system = system_prompt(&self.sft.system_prompt);
+        let system = self
+            .sft
+            .uses_system_prompt()
+            .then(|| system_prompt(&self.sft.system_prompt))
+            .flatten();
         let system_ids = system.map(|s| (self.encode)(s)).transpose()?;
         let text_mode = matches!(self.sft.system_prompt.as_str(), "text" | "vlm_think");
         let matched = self.sft.match_inference_context;

@@ -193,6 +193,7 @@ impl Roller<'_> {
                     },
                     vae_resize: self.vae_resize,
                     vit_resize: self.vit_resize,
+                    system_prompt: self.engine.reasoning.system_prompt,
                 };
                 traces.push(reason(
                     &self.engine,
@@ -267,6 +268,18 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
         .parse()
         .map_err(|e| StageError::Input(format!("grpo.rollout_mode: {e}")))?;
     let model = TrainableModel::load(&config.model, opts.dtype, &opts.device)?;
+    // The rewards skip the prompt items of each completion (system prompt, picture, question);
+    // a model asked without system prompts has one fewer.
+    let adjusted;
+    let config = if model.reasoning.system_prompt {
+        config
+    } else {
+        let mut c = config.clone();
+        c.grpo.prompt_items = c.grpo.prompt_items.saturating_sub(1);
+        adjusted = c;
+        &adjusted
+    };
+    let g = &config.grpo;
     let params: Vec<(String, Var)> = model.trainable_params(&config.freeze)?;
     let reference = if g.beta != 0.0 {
         Some(model.folder.load_bagel(opts.dtype, &opts.device)?)
@@ -284,6 +297,7 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
             folder: model.folder.clone(),
             vit_resize,
             show_progress: false,
+            reasoning: model.reasoning,
         },
         order: Order::new(rows.len(), config.run.seed),
         rows,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use cooper_infer::ReasoningConfig;
 use cooper_model::init::{save_tensors, write_configs};
 use cooper_model::{AeConfig, AutoEncoder, Bagel, ModelFolder, TokenizerFiles};
 use cooper_train::config::{FreezeConfig, ModelInitConfig};
@@ -24,6 +25,8 @@ pub struct TrainableModel {
     pub tokenizer: Tokenizer,
     /// Where configs, tokenizer and autoencoder come from.
     pub folder: ModelFolder,
+    /// How the weights' folder wants to be prompted (kept by stages that do not change it).
+    pub reasoning: ReasoningConfig,
 }
 
 /// Picks the weights file of `dir`: `ema.safetensors` or `model.safetensors` as asked, else
@@ -56,12 +59,14 @@ impl TrainableModel {
         let (model, varmap) = folder.load_trainable(dtype, device)?;
         let ae = folder.load_ae(dtype, device)?;
         let tokenizer = cooper_infer::engine::load_tokenizer(&folder.tokenizer)?;
+        let reasoning = ReasoningConfig::read(weight_dir)?;
         Ok(Self {
             model,
             varmap,
             ae,
             tokenizer,
             folder,
+            reasoning,
         })
     }
 
@@ -153,6 +158,8 @@ pub struct ExportedWeights<'a> {
     pub ema: Option<&'a HashMap<String, Tensor>>,
     /// A replacement autoencoder (the `ae` stage), with its config.
     pub ae: Option<(&'a AeConfig, &'a HashMap<String, Tensor>)>,
+    /// How the folder is to be prompted (`reasoning_config.json`, written unless official).
+    pub reasoning: ReasoningConfig,
 }
 
 /// Writes a complete model folder at `out` in the official layout: the configs, special
@@ -197,6 +204,10 @@ pub fn export_model_folder(
         match weights.ae {
             Some((_, ae)) => save_tensors(&tmp.join("ae.safetensors"), ae, dtype)?,
             None => copy(&base.ae_weights, "ae.safetensors")?,
+        }
+        if let Some(text) = weights.reasoning.to_file_text() {
+            let path = tmp.join(ReasoningConfig::FILE);
+            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
         }
         let mut wrote_any = false;
         if let Some(w) = weights.model {

@@ -286,6 +286,13 @@ pub fn export_run(
         .ema()
         .map(|e| model.weights_with(&e.tensors()))
         .transpose()?;
+    // SFT decides how its model is prompted; the other stages keep what they started from.
+    let reasoning = match config.stage {
+        Stage::Sft => cooper_infer::ReasoningConfig {
+            system_prompt: config.sft.uses_system_prompt(),
+        },
+        _ => model.reasoning,
+    };
     export_model_folder(
         &model.folder,
         &config.run.out_dir.join("model"),
@@ -293,6 +300,7 @@ pub fn export_run(
             model: Some(&current),
             ema: ema.as_ref(),
             ae: None,
+            reasoning,
         },
         opts.export_dtype,
     )

@@ -378,9 +378,12 @@ fn repacked_rollouts_score_what_the_sampler_saw() {
         folder: tm.folder.clone(),
         vit_resize,
         show_progress: false,
+        reasoning: tm.reasoning,
     };
     let image = cooper_stages::pictures::load_rgb(&f.world.join("images/s11_000000.png")).unwrap();
-    for (round, mode) in [Mode::Re, Mode::Direct, Mode::Re].into_iter().enumerate() {
+    // The last round asks without a system prompt, as a model trained without one is asked.
+    let rounds = [Mode::Re, Mode::Direct, Mode::Re, Mode::Direct];
+    for (round, mode) in rounds.into_iter().enumerate() {
         if round == 2 {
             // An optimiser writes every weight in place; the rollout view must see it.
             for (_, var) in tm.all_vars().unwrap() {
@@ -392,6 +395,7 @@ fn repacked_rollouts_score_what_the_sampler_saw() {
             mode,
             vae_resize,
             vit_resize,
+            system_prompt: round != 3,
             ..ReasonParams::default()
         };
         params.text.do_sample = true;
@@ -400,6 +404,11 @@ fn repacked_rollouts_score_what_the_sampler_saw() {
         params.text.seed = 9;
         let trace =
             cooper_infer::reason(&engine, &image, "How many cubes?", &params, &mut |_| {}).unwrap();
+        let has_system = trace.entries.iter().any(|e| {
+            matches!(e, cooper_infer::trace::TraceEntry::Text { role, .. }
+                if *role == cooper_infer::trace::TextRole::System)
+        });
+        assert_eq!(has_system, round != 3, "round {round}");
         let batch = cooper_stages::grpo::repack(&tm, &trace, &vit_resize, None).unwrap();
         let (logps, _) = cooper_stages::grpo::generated_log_probs(&tm.model, &batch, 1.0)
             .unwrap()
@@ -488,4 +497,101 @@ fn a_killed_grpo_run_resumes_to_the_same_weights() {
     let log =
         |c: &TrainConfig| std::fs::read_to_string(c.run.out_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(log(&straight), log(&interrupted));
+}
+
+/// SFT rows whose answer only the picture gives: a plain red or blue picture, the same question,
+/// the picture's colour as the answer. With `swapped`, each row shows the other colour's picture.
+fn colour_rows(path: &Path, swapped: bool) -> PathBuf {
+    use base64::Engine;
+    let picture = |rgb: [u8; 3]| {
+        let img = image::RgbImage::from_pixel(32, 32, image::Rgb(rgb));
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let colours = [("red", [220, 30, 30]), ("blue", [30, 30, 220])];
+    let rows: Vec<String> = (0..4)
+        .map(|i| {
+            let (name, _) = colours[i % 2];
+            let (_, shown) = colours[(i + usize::from(swapped)) % 2];
+            serde_json::json!({
+                "interleaved_reason": [
+                    {"type": "image", "value": picture(shown), "need_loss": "false"},
+                    {"type": "text", "value": "What color is the picture?", "need_loss": "false"},
+                    {"type": "text", "value": format!("<answer> \\boxed{{{name}}} </answer>"),
+                     "need_loss": "true"},
+                ],
+                "data_id": format!("colour-{i}"),
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, rows.join("\n") + "\n").unwrap();
+    path.to_path_buf()
+}
+
+/// The guard against an SFT data path that loses the picture (the model would then learn
+/// answers from the text alone): after training, the answers' cross-entropy with the pictures
+/// swapped is many times that with their own pictures.
+#[test]
+fn sft_learns_answers_that_only_the_picture_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let own = colour_rows(&tmp.path().join("own.jsonl"), false);
+    let swapped = colour_rows(&tmp.path().join("swapped.jsonl"), true);
+    let mut c = config(
+        Stage::Sft,
+        &tmp.path().join("train"),
+        std::slice::from_ref(&own),
+    );
+    c.run.total_steps = 60;
+    c.sft.match_inference_context = true;
+    c.freeze.vit = false;
+    c.data.sample_latents = false;
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let frozen_ce = |name: &str, rows: &Path| {
+        let mut e = config(Stage::Sft, &tmp.path().join(name), &[rows.to_path_buf()]);
+        e.run.total_steps = 4;
+        e.optim.lr = 0.0;
+        e.sft.match_inference_context = true;
+        e.freeze.vit = false;
+        e.data.sample_latents = false;
+        e.model.init_from = Some(report.model_dir.clone());
+        e.model.from_ema = false;
+        run_stage(&e, &RunOptions::default()).unwrap();
+        mean(&losses(&e.run.out_dir, "ce"))
+    };
+    let (with_own, with_swapped) = (frozen_ce("own", &own), frozen_ce("swapped", &swapped));
+    eprintln!("answer cross-entropy: own pictures {with_own:.4}, swapped {with_swapped:.4}");
+    // The mean runs over every answer token, and only the colour's depends on the picture.
+    assert!(
+        with_swapped > 0.1 && with_swapped > 10.0 * with_own,
+        "own pictures {with_own}, swapped {with_swapped}"
+    );
+}
+
+/// A model trained without system prompts says so in its folder, and is asked without them; a
+/// folder without `reasoning_config.json` (an official checkpoint) keeps the official prompts.
+#[test]
+fn a_model_trained_without_system_prompts_is_asked_without_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = sft_config(&tmp.path().join("run"), 2, 2);
+    c.sft.omit_system_prompt = true;
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let file = report.model_dir.join(cooper_infer::ReasoningConfig::FILE);
+    assert!(file.is_file(), "{}", file.display());
+    let dev = candle_core::Device::Cpu;
+    let engine = cooper_infer::Engine::load(&report.model_dir, &dev, DType::F32).unwrap();
+    assert!(!engine.reasoning.system_prompt);
+    assert!(!engine.default_reason_params().system_prompt);
+
+    let official = cooper_infer::Engine::load(&fixture().model, &dev, DType::F32).unwrap();
+    assert!(official.default_reason_params().system_prompt);
+    assert!(!fixture()
+        .model
+        .join(cooper_infer::ReasoningConfig::FILE)
+        .exists());
 }

@@ -358,6 +358,18 @@ pub struct SftConfig {
     /// only under a text system prompt; generated maps ViT only) instead of the official
     /// VAE + ViT for every picture.
     pub match_inference_context: bool,
+    /// Leave the system prompt's text out while keeping the picture layout it names. The
+    /// exported model folder then says, in its `reasoning_config.json`, that it is to be asked
+    /// without system prompts (as does one trained with `system_prompt = "none"`).
+    #[serde(default)]
+    pub omit_system_prompt: bool,
+}
+
+impl SftConfig {
+    /// Whether chains begin with a system prompt.
+    pub fn uses_system_prompt(&self) -> bool {
+        !self.omit_system_prompt && self.system_prompt != "none"
+    }
 }
 
 /// The `tokenizer` stage.
@@ -523,6 +535,7 @@ impl TrainConfig {
             sft: SftConfig {
                 system_prompt: "interleave".to_string(),
                 match_inference_context: false,
+                omit_system_prompt: false,
             },
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cooper_eval::judge::JudgeConfig;
-use cooper_eval::{Answerer, EvalConfig, JudgePolicy, ReasoningMode};
+use cooper_eval::{Answerer, EvalConfig, ImageControl, JudgePolicy, ReasoningMode};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -26,7 +26,11 @@ pub struct EvalArgs {
     /// Reasoning mode.
     #[arg(long, value_enum, default_value_t = ReasoningMode::Cooper)]
     pub mode: ReasoningMode,
-    /// Output folder (default: eval/<bench file stem>-<mode>).
+    /// `shuffled`: ask every question about another item's picture, a control for how much the
+    /// answers depend on the picture (report it next to the run with `own` pictures).
+    #[arg(long, value_enum, default_value_t = ImageControl::Own)]
+    pub images: ImageControl,
+    /// Output folder (default: eval/<bench file stem>-<mode>, with `-shuffled` for the control).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Evaluate only the first N items.
@@ -77,7 +81,11 @@ impl EvalArgs {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "bench".into());
-            PathBuf::from("eval").join(format!("{stem}-{}", self.mode))
+            let control = match self.images {
+                ImageControl::Own => String::new(),
+                other => format!("-{}", other.name()),
+            };
+            PathBuf::from("eval").join(format!("{stem}-{}{control}", self.mode))
         });
         let url = self
             .judge_url
@@ -100,6 +108,7 @@ impl EvalArgs {
             image_root: self.image_root.clone(),
             out_dir: out,
             mode: self.mode,
+            images: self.images,
             judge,
             judge_policy: self.judge_policy,
             limit: self.limit,

@@ -146,6 +146,9 @@ struct Run<'a, B: Backend> {
 impl<B: Backend> Run<'_, B> {
     /// Appends procedure text to the given contexts and records it once.
     fn prompt(&mut self, role: TextRole, text: &str, ctxs: &mut [&mut B::Context]) -> Result<()> {
+        if role == TextRole::System && !self.params.system_prompt {
+            return Ok(());
+        }
         for ctx in ctxs.iter_mut() {
             self.backend.append_text(ctx, text)?;
         }
