@@ -340,31 +340,49 @@ impl Bench {
 
     /// For each of `items`, the position in `items` of the next item (cyclically, in file order)
     /// whose picture is a different one: the "shuffled images" control, in which every question
-    /// is asked about another item's picture. Two items show the same picture when they name the
-    /// same image data (by index, as VLMEvalKit shares images) or the same path. Deterministic;
-    /// an error when `items` hold fewer than two distinct pictures.
+    /// is asked about another item's picture. Two items show the same picture when their image
+    /// data are the same string (whether shared by index, as VLMEvalKit does, or repeated) or
+    /// they name the same path. Deterministic and linear in the number of items; an error when
+    /// `items` hold fewer than two distinct pictures.
     pub fn other_pictures(&self, items: &[BenchItem]) -> Result<Vec<usize>, EvalError> {
-        let key = |item: &BenchItem| match &item.image {
-            ImageRef::Base64(k) => (0u8, PathBuf::from(k)),
-            ImageRef::Path(p) => (1u8, p.clone()),
-        };
-        let n = items.len();
-        (0..n)
-            .map(|i| {
-                (1..n)
-                    .map(|step| (i + step) % n)
-                    .find(|&j| key(&items[j]) != key(&items[i]))
-                    .ok_or_else(|| EvalError::InvalidValue {
-                        what: "images",
-                        value: "shuffled".into(),
-                        message: format!(
-                            "{}: the items evaluated show fewer than two distinct pictures, so \
-                             none can be asked about another's",
-                            self.path.display()
-                        ),
-                    })
+        let mut ids: HashMap<(bool, &str), usize> = HashMap::new();
+        let picture: Vec<usize> = items
+            .iter()
+            .map(|item| {
+                let key = match &item.image {
+                    ImageRef::Base64(k) => (false, self.images.get(k).map_or(k.as_str(), |d| d)),
+                    ImageRef::Path(p) => (true, p.to_str().unwrap_or("")),
+                };
+                let next = ids.len();
+                *ids.entry(key).or_insert(next)
             })
-            .collect()
+            .collect();
+        let n = items.len();
+        if ids.len() < 2 {
+            return Err(EvalError::InvalidValue {
+                what: "images",
+                value: "shuffled".into(),
+                message: format!(
+                    "{}: the items evaluated show fewer than two distinct pictures, so none can \
+                     be asked about another's",
+                    self.path.display()
+                ),
+            });
+        }
+        // Walking backwards over two laps, `next` is the nearest later position (cyclically)
+        // that starts a different picture.
+        let mut other = vec![0; n];
+        let mut next = None;
+        for k in (0..2 * n).rev() {
+            let (i, after) = (k % n, (k + 1) % n);
+            if picture[after] != picture[i] {
+                next = Some(after);
+            }
+            if k < n {
+                other[i] = next.expect("two distinct pictures");
+            }
+        }
+        Ok(other)
     }
 
     /// Decodes an item's image to RGB.
@@ -540,6 +558,29 @@ mod tests {
         let mut f = std::fs::File::create(&p).expect("create");
         f.write_all(body.as_bytes()).expect("write");
         p
+    }
+
+    #[test]
+    fn other_pictures_skip_every_copy_of_the_same_picture() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (red, blue) = (png_b64([200, 0, 0]), png_b64([0, 0, 200]));
+        // Item 4 repeats item 1's picture inline, item 2 shares it by index.
+        let body = format!(
+            "index\timage\tquestion\tanswer\n\
+             1\t{red}\tq\tyes\n\
+             2\t1\tq\tyes\n\
+             3\t{blue}\tq\tyes\n\
+             4\t{red}\tq\tyes\n\
+             5\t{red}\tq\tyes\n"
+        );
+        let bench = Bench::load(&write(dir.path(), &body)).expect("load");
+        let other = bench.other_pictures(&bench.items).expect("two pictures");
+        assert_eq!(other, vec![2, 2, 3, 2, 2]);
+        let err = bench.other_pictures(&bench.items[..2]).unwrap_err();
+        assert!(
+            err.to_string().contains("fewer than two distinct pictures"),
+            "{err}"
+        );
     }
 
     #[test]
