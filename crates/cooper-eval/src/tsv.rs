@@ -345,13 +345,18 @@ impl Bench {
     /// they name the same path. Deterministic and linear in the number of items; an error when
     /// `items` hold fewer than two distinct pictures.
     pub fn other_pictures(&self, items: &[BenchItem]) -> Result<Vec<usize>, EvalError> {
-        let mut ids: HashMap<(bool, &str), usize> = HashMap::new();
+        #[derive(PartialEq, Eq, Hash)]
+        enum Picture<'a> {
+            Data(&'a str),
+            Path(&'a Path),
+        }
+        let mut ids: HashMap<Picture, usize> = HashMap::new();
         let picture: Vec<usize> = items
             .iter()
             .map(|item| {
                 let key = match &item.image {
-                    ImageRef::Base64(k) => (false, self.images.get(k).map_or(k.as_str(), |d| d)),
-                    ImageRef::Path(p) => (true, p.to_str().unwrap_or("")),
+                    ImageRef::Base64(k) => Picture::Data(self.images.get(k).map_or(k, |d| d)),
+                    ImageRef::Path(p) => Picture::Path(p),
                 };
                 let next = ids.len();
                 *ids.entry(key).or_insert(next)

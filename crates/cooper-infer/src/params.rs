@@ -261,12 +261,11 @@ impl ReasoningConfig {
         if !path.is_file() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let bad = |e: &dyn std::fmt::Display| {
             InferError::setting("reasoning_config.json", format!("{}: {e}", path.display()))
-        })?;
-        serde_json::from_str(&text).map_err(|e| {
-            InferError::setting("reasoning_config.json", format!("{}: {e}", path.display()))
-        })
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(&e))?;
+        serde_json::from_str(&text).map_err(|e| bad(&e))
     }
 
     /// The file's contents, or `None` when everything is the official default (no file needed).
