@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, VarBuilder, VarMap};
 use cooper_infer::transforms::{to_tensor, ResizeConfig};
 use cooper_model::init::random_ae_weights;
@@ -24,7 +24,7 @@ use rand::Rng;
 use crate::data::{image_root_for, Order};
 use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
-use crate::model::{export_model_folder, ExportedWeights};
+use crate::model::{export_model_folder, sorted_vars, ExportedWeights};
 use crate::pictures::{depth_target, load_rgb, resizes, DepthEncoding};
 
 /// A picture the autoencoder learns to reconstruct.
@@ -199,14 +199,7 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
             .cloned()
             .ok_or_else(|| "missing from the initial weights".to_string())
     })?;
-    let mut params: Vec<(String, Var)> = {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| StageError::Input("weight map lock poisoned".into()))?;
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = sorted_vars(&varmap)?;
 
     let pictures = collect_pictures(config)?;
     let (resize, _) = resizes(&folder, config.data.max_image_size);

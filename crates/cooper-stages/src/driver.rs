@@ -201,6 +201,7 @@ pub fn run_stage(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport>
     match config.stage {
         Stage::Amg | Stage::Sft => crate::packed::train(config, opts),
         Stage::Ae => crate::ae::train(config, opts),
+        Stage::Vit => crate::vit::train(config, opts),
         Stage::Grpo => crate::grpo::train(config, opts),
         Stage::Tokenizer => Err(StageError::Input(
             "the tokenizer stage has no model loop (cooper train tokenizer)".into(),

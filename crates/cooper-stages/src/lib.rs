@@ -1,5 +1,6 @@
 //! COOPER's training stages as loops over the model: `ae` (a FLUX-architecture autoencoder
-//! from pictures), `amg` (stage 1: picture → depth / segmentation by rectified flow), `sft`
+//! from pictures), `vit` (dense pretraining of the ViT on stage-1 targets, for models trained
+//! from scratch), `amg` (stage 1: picture → depth / segmentation by rectified flow), `sft`
 //! (stage 2a: interleaved chains, masked cross-entropy) and `grpo` (stage 2b: rollouts through
 //! the inference loop, CPR rewards, the clipped surrogate).
 //!
@@ -20,6 +21,7 @@ pub mod grpo;
 pub mod model;
 pub mod packed;
 pub mod pictures;
+pub mod vit;
 
 pub use driver::{run_stage, RunOptions, StageReport};
 pub use error::{Result, StageError};

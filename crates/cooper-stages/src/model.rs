@@ -81,15 +81,7 @@ impl TrainableModel {
 
     /// Every weight, sorted by name (a fixed order keeps optimiser state and resume stable).
     pub fn all_vars(&self) -> Result<Vec<(String, Var)>> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| StageError::Input("weight map lock poisoned".into()))?;
-        let mut vars: Vec<(String, Var)> =
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(vars)
+        sorted_vars(&self.varmap)
     }
 
     /// The weights the optimiser updates under `freeze`; an error when nothing is left.
@@ -147,6 +139,17 @@ impl TrainableModel {
         );
         Ok(weights)
     }
+}
+
+/// The variables of `varmap`, sorted by name.
+pub fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| StageError::Input("weight map lock poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
 }
 
 /// What a finished run writes into its model folder.

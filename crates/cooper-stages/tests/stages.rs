@@ -176,6 +176,93 @@ fn ae_overfits_a_tiny_set() {
         .unwrap();
 }
 
+fn vit_config(out: &Path) -> TrainConfig {
+    let f = fixture();
+    let files = [
+        f.world.join("stage1_depth.jsonl"),
+        f.world.join("stage1_seg.jsonl"),
+    ];
+    let mut c = config(Stage::Vit, out, &files);
+    c.run.total_steps = 60;
+    c.optim.lr = 5e-3;
+    c.vit.batch_size = 4;
+    c
+}
+
+#[test]
+fn vit_pretraining_learns_dense_targets_and_changes_only_the_vit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = vit_config(&tmp.path().join("run"));
+    let report = run_stage(&c, &RunOptions::default()).unwrap();
+    let (ce, depth) = (
+        losses(&c.run.out_dir, "class_ce"),
+        losses(&c.run.out_dir, "depth_mse"),
+    );
+    eprintln!(
+        "vit: class ce {:.4} -> {:.4}, depth mse {:.4} -> {:.4}, {:.4} s/step",
+        ce[0],
+        mean(&ce[ce.len() - 5..]),
+        depth[0],
+        mean(&depth[depth.len() - 5..]),
+        report.mean_step_seconds
+    );
+    assert!(mean(&ce[ce.len() - 5..]) < 0.5 * ce[0], "class CE {ce:?}");
+    assert!(
+        mean(&depth[depth.len() - 5..]) < 0.5 * depth[0],
+        "depth MSE {depth:?}"
+    );
+    // The export is a full model folder with the official names: the ViT moved, nothing else
+    // did, and the heads stayed behind.
+    let load = |d: &Path| {
+        let file = ["ema.safetensors", "model.safetensors"]
+            .iter()
+            .map(|n| d.join(n))
+            .find(|p| p.is_file())
+            .unwrap();
+        candle_core::safetensors::load(file, &candle_core::Device::Cpu).unwrap()
+    };
+    let (before, after) = (load(&fixture().model), load(&report.model_dir));
+    let mut names: Vec<&String> = after.keys().collect();
+    names.sort();
+    assert_eq!(names, {
+        let mut b: Vec<&String> = before.keys().collect();
+        b.sort();
+        b
+    });
+    for name in names {
+        let diff = (&before[name] - &after[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        if name.starts_with("vit_model.vision_model.encoder") {
+            assert!(diff > 0.0, "{name} did not move");
+        } else if !name.starts_with("vit_model.") {
+            assert_eq!(diff, 0.0, "{name} moved");
+        }
+    }
+    cooper_infer::Engine::load(&report.model_dir, &candle_core::Device::Cpu, DType::F32).unwrap();
+}
+
+#[test]
+fn a_killed_vit_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let mut c = vit_config(&tmp.path().join(name));
+        c.run.total_steps = 6;
+        c.run.save_every = 2;
+        c.data.flip_prob = 0.5;
+        c
+    };
+    let (a, b, _, _) = straight_and_resumed(make);
+    assert_eq!((b.final_step, b.steps_run), (6, 4));
+    let ema = |d: &Path| std::fs::read(d.join("ema.safetensors")).unwrap();
+    assert_eq!(ema(&a.model_dir), ema(&b.model_dir));
+}
+
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let mut t: Vec<(String, Vec<f32>)> =
         candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)

@@ -29,6 +29,9 @@ pub enum Stage {
     Tokenizer,
     /// Train or fine-tune the FLUX-style autoencoder.
     Ae,
+    /// Pretrain the ViT on dense per-patch targets (semantic class, depth) from stage-1 data:
+    /// our stand-in for the pretrained SigLIP that a model trained from scratch lacks.
+    Vit,
     /// Stage 1: auxiliary modality generation (image to depth / segmentation, flow loss).
     Amg,
     /// Stage 2a: supervised fine-tuning on interleaved reasoning chains.
@@ -51,11 +54,12 @@ impl Stage {
         match name {
             "tokenizer" => Ok(Self::Tokenizer),
             "ae" => Ok(Self::Ae),
+            "vit" => Ok(Self::Vit),
             "amg" => Ok(Self::Amg),
             "sft" => Ok(Self::Sft),
             "grpo" => Ok(Self::Grpo),
             other => Err(TrainError::Config(format!(
-                "unknown stage {other:?} (expected tokenizer, ae, amg, sft or grpo)"
+                "unknown stage {other:?} (expected tokenizer, ae, vit, amg, sft or grpo)"
             ))),
         }
     }
@@ -65,6 +69,7 @@ impl Stage {
         match self {
             Self::Tokenizer => "tokenizer",
             Self::Ae => "ae",
+            Self::Vit => "vit",
             Self::Amg => "amg",
             Self::Sft => "sft",
             Self::Grpo => "grpo",
@@ -347,6 +352,35 @@ pub struct AeTrainConfig {
     pub stats_images: usize,
 }
 
+/// The `vit` stage: the ViT learns, through linear heads on its output tokens, each patch's
+/// semantic-class histogram (from segmentation maps) and mean depth (from depth maps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitTrainConfig {
+    /// Pictures per micro-batch.
+    pub batch_size: usize,
+    /// Weight of the per-patch class cross-entropy (soft targets: the patch's class histogram).
+    pub class_weight: f64,
+    /// Weight of the per-patch depth MSE (depth as stage 1's [-1, 1] pseudo-image value).
+    pub depth_weight: f64,
+    /// Class balance α of the cross-entropy: class c weighs f_c^−α (f_c: its pixel share in
+    /// the segmentation maps, measured on up to 512 of them before training), scaled so that a
+    /// pixel weighs 1 on average. 0 weighs every pixel alike; 1 weighs every class alike.
+    #[serde(default)]
+    pub class_balance: f64,
+}
+
+impl Default for VitTrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            class_weight: 1.0,
+            depth_weight: 1.0,
+            class_balance: 0.0,
+        }
+    }
+}
+
 /// The `sft` stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +444,9 @@ pub struct TrainConfig {
     pub tokenizer: TokenizerConfig,
     /// Autoencoder training (used by `ae`).
     pub ae: AeTrainConfig,
+    /// ViT pretraining (used by `vit`); absent from configs written before the stage existed.
+    #[serde(default)]
+    pub vit: VitTrainConfig,
     /// Chain settings (used by `sft`).
     pub sft: SftConfig,
 }
@@ -422,6 +459,8 @@ impl TrainConfig {
         let (lr, total_steps, save_every, warmup_steps, schedule) = match stage {
             Stage::Tokenizer => (0.0, 0, 0, 0, ScheduleKind::Constant),
             Stage::Ae => (1e-5, 1000, 500, 100, ScheduleKind::Constant),
+            // Our own stage (no official counterpart): a from-scratch pretraining schedule.
+            Stage::Vit => (1e-3, 2000, 500, 100, ScheduleKind::Cosine),
             Stage::Amg => (5e-6, 6000, 2000, 500, ScheduleKind::Constant),
             Stage::Sft => (5e-6, 600, 300, 500, ScheduleKind::Constant),
             Stage::Grpo => (3e-6, 1000, 10, 0, ScheduleKind::Cosine),
@@ -532,6 +571,7 @@ impl TrainConfig {
                 batch_size: 4,
                 stats_images: 64,
             },
+            vit: VitTrainConfig::default(),
             sft: SftConfig {
                 system_prompt: "interleave".to_string(),
                 match_inference_context: false,
@@ -714,6 +754,28 @@ impl TrainConfig {
         {
             return bad("grpo.accuracy_mode asks for the judge but judge.endpoint is unset".into());
         }
+        let v = &self.vit;
+        if self.stage == Stage::Vit {
+            if v.batch_size == 0 {
+                return bad("vit.batch_size must be at least 1".to_string());
+            }
+            let weight_ok = |w: f64| w.is_finite() && w >= 0.0;
+            if !(weight_ok(v.class_weight) && weight_ok(v.depth_weight))
+                || v.class_weight + v.depth_weight == 0.0
+            {
+                return bad(format!(
+                    "vit.class_weight and vit.depth_weight must be finite, ≥ 0 and not both 0, \
+                     got {} and {}",
+                    v.class_weight, v.depth_weight
+                ));
+            }
+            if !(0.0..=1.0).contains(&v.class_balance) {
+                return bad(format!(
+                    "vit.class_balance must be in [0, 1], got {}",
+                    v.class_balance
+                ));
+            }
+        }
         if self.stage == Stage::Tokenizer && self.tokenizer.vocab_size < 256 + 5 {
             return bad(format!(
                 "tokenizer.vocab_size must hold the 256 bytes and 5 special tokens, got {}",
@@ -794,6 +856,7 @@ mod tests {
         for stage in [
             Stage::Tokenizer,
             Stage::Ae,
+            Stage::Vit,
             Stage::Amg,
             Stage::Sft,
             Stage::Grpo,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::questions::{
     camera_distance, grid_cell, min_pixels, object_distance, AnswerKind, Category, Flag, Query,
-    Question, Relation, Tool,
+    Question, Relation, Tool, GRID_NAMES,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -29,6 +29,9 @@ pub const SEGMENTATION_PROMPT: &str =
 /// The prompt appended after each generated image (official `REFLECTION_PROMPT`, byte-exact;
 /// downstream code matches it by string equality).
 pub const REFLECTION_PROMPT: &str = "\nHere is the result of the depth-estimation/segmentation. Please note that the result of the depth-estimation/segmentation is not always accurate. Please check it carefully. \nNow please continue to think in <think>...</think> and then decide whether to continue to generate the depth-estimation/segmentation in <depth-estimation>...</depth-estimation>/<segmentation>...</segmentation> or give the answer in <answer>...</answer>.\n";
+
+/// The request of a cell-listing chain.
+pub const CELLS_PROMPT: &str = "What is in each cell of a 3x3 grid over the image?";
 
 /// The request of a scene-description chain.
 pub const DESCRIBE_PROMPT: &str = "Describe every object in the image: its color and shape, the cell of a 3x3 grid it is in, and how far it is from the camera.";
@@ -494,13 +497,7 @@ pub fn text_chain(q: &Question, scene: &Scene, frame: &Frame, rng: &mut ChaCha8R
 /// never had. One description per scene ties every object's pixels to its words. Deterministic:
 /// it draws no random numbers, so adding it leaves the other chains of a scene unchanged.
 pub fn description_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
-    let mut seen: Vec<_> = scene
-        .objects
-        .iter()
-        .filter_map(|o| Some((o, frame.stats_of(o.id)?)))
-        .filter(|(_, s)| s.visible_px >= min_pixels(frame))
-        .collect();
-    seen.sort_by(|a, b| a.1.centroid[0].total_cmp(&b.1.centroid[0]));
+    let seen = visible_left_to_right(scene, frame);
     let parts: Vec<String> = seen
         .iter()
         .map(|(o, s)| {
@@ -527,18 +524,78 @@ pub fn description_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain 
         ),
     };
     let plural = if n == 1 { "" } else { "s" };
+    single_turn_chain(
+        format!("{scene_id}-describe"),
+        DESCRIBE_PROMPT,
+        format!("<think> {listing} </think>\n<answer> The image shows \\boxed{{{n}}} object{plural}. </answer>"),
+    )
+}
+
+/// The objects the questions may name (at least `min_pixels` visible), left to right.
+fn visible_left_to_right<'a>(
+    scene: &'a Scene,
+    frame: &'a Frame,
+) -> Vec<(&'a crate::scene::Object, &'a crate::render::ObjectStats)> {
+    let mut seen: Vec<_> = scene
+        .objects
+        .iter()
+        .filter_map(|o| Some((o, frame.stats_of(o.id)?)))
+        .filter(|(_, s)| s.visible_px >= min_pixels(frame))
+        .collect();
+    seen.sort_by(|a, b| a.1.centroid[0].total_cmp(&b.1.centroid[0]));
+    seen
+}
+
+/// A cell-listing chain: the input image, [`CELLS_PROMPT`], and one turn that names, for each
+/// cell of the 3x3 grid in reading order, the objects whose centre lies in it (left to right) or
+/// "nothing", then the count.
+///
+/// A description names objects by appearance in an order the model must work out; a listing ties
+/// each word to a fixed place in the picture, which the ViT's position table gives the model for
+/// free. It was the first text that taught the default model to look at all (docs/results.md).
+/// Deterministic, like the description.
+pub fn cells_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
+    let seen = visible_left_to_right(scene, frame);
+    let listing: Vec<String> = GRID_NAMES
+        .iter()
+        .flatten()
+        .map(|cell| {
+            let here: Vec<String> = seen
+                .iter()
+                .filter(|(_, s)| grid_cell(frame, s.centroid) == *cell)
+                .map(|(o, _)| o.name())
+                .collect();
+            let what = if here.is_empty() {
+                "nothing".to_string()
+            } else {
+                here.join(" and ")
+            };
+            format!("{cell}: {what}")
+        })
+        .collect();
+    single_turn_chain(
+        format!("{scene_id}-cells"),
+        CELLS_PROMPT,
+        format!(
+            "<think> {}. </think>\n<answer> The image shows \\boxed{{{}}} objects. </answer>",
+            listing.join("; "),
+            seen.len()
+        ),
+    )
+}
+
+/// The input image, a request (no loss) and one answer turn (loss): a chain that answers no
+/// benchmark question and calls no tool.
+fn single_turn_chain(question_id: String, request: &str, answer: String) -> Chain {
     Chain {
-        question_id: format!("{scene_id}-describe"),
+        question_id,
         uses_tools: false,
         items: vec![
             ChainItem::Image {
                 image: ChainImage::Input,
             },
-            text(DESCRIBE_PROMPT.to_string(), false),
-            text(
-                format!("<think> {listing} </think>\n<answer> The image shows \\boxed{{{n}}} object{plural}. </answer>"),
-                true,
-            ),
+            text(request.to_string(), false),
+            text(answer, true),
         ],
     }
 }
@@ -616,30 +673,37 @@ mod tests {
         assert!(seen_tools > 0);
     }
 
-    #[test]
-    fn descriptions_name_every_visible_object_left_to_right() {
+    /// The first 12 scenes of seed 9 with the single answer turn of `make`'s chain for each,
+    /// after checking the chain's format and id (`<scene>-<suffix>`).
+    fn single_turn_chains(
+        make: fn(&str, &Scene, &Frame) -> Chain,
+        suffix: &str,
+    ) -> Vec<(crate::dataset::GeneratedScene, String)> {
         let cfg = WorldConfig {
             seed: 9,
             ..Default::default()
         };
+        (0..12)
+            .map(|i| {
+                let g = generate_scene(&cfg, i);
+                let c = make(&g.scene.id, &g.scene, &g.frame);
+                assert!(format_ok(&c) && !c.uses_tools, "{c:#?}");
+                assert_eq!(c.question_id, format!("{}-{suffix}", g.scene.id));
+                let ChainItem::Text { value, need_loss } = &c.items[2] else {
+                    panic!("the answer turn is text")
+                };
+                assert!(need_loss);
+                let value = value.clone();
+                (g, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn descriptions_name_every_visible_object_left_to_right() {
         let mut described = 0;
-        for i in 0..12 {
-            let g = generate_scene(&cfg, i);
-            let c = description_chain(&g.scene.id, &g.scene, &g.frame);
-            assert!(format_ok(&c) && !c.uses_tools, "{c:#?}");
-            assert_eq!(c.question_id, format!("{}-describe", g.scene.id));
-            let ChainItem::Text { value, need_loss } = &c.items[2] else {
-                panic!("the description turn is text")
-            };
-            assert!(need_loss);
-            let mut visible: Vec<_> = g
-                .scene
-                .objects
-                .iter()
-                .filter_map(|o| Some((o, g.frame.stats_of(o.id)?)))
-                .filter(|(_, s)| s.visible_px >= min_pixels(&g.frame))
-                .collect();
-            visible.sort_by(|a, b| a.1.centroid[0].total_cmp(&b.1.centroid[0]));
+        for (g, value) in single_turn_chains(description_chain, "describe") {
+            let visible = visible_left_to_right(&g.scene, &g.frame);
             assert!(
                 value.contains(&format!("\\boxed{{{}}}", visible.len())),
                 "{value}"
@@ -660,5 +724,42 @@ mod tests {
             }
         }
         assert!(described > 20);
+    }
+
+    #[test]
+    fn cell_listings_put_every_visible_object_in_its_cell() {
+        let (mut listed, mut empty_cells) = (0, 0);
+        for (g, value) in single_turn_chains(cells_chain, "cells") {
+            let think = value
+                .strip_prefix("<think> ")
+                .and_then(|v| v.split(". </think>").next())
+                .unwrap();
+            let cells: Vec<(&str, &str)> = think
+                .split("; ")
+                .map(|part| part.split_once(": ").unwrap())
+                .collect();
+            let names: Vec<&str> = GRID_NAMES.iter().flatten().copied().collect();
+            assert_eq!(cells.iter().map(|c| c.0).collect::<Vec<_>>(), names);
+            let visible = visible_left_to_right(&g.scene, &g.frame);
+            for (cell, what) in cells {
+                let here: Vec<String> = visible
+                    .iter()
+                    .filter(|(_, s)| grid_cell(&g.frame, s.centroid) == cell)
+                    .map(|(o, _)| o.name())
+                    .collect();
+                if here.is_empty() {
+                    assert_eq!(what, "nothing");
+                    empty_cells += 1;
+                } else {
+                    assert_eq!(what, here.join(" and "));
+                    listed += here.len();
+                }
+            }
+            assert!(value.ends_with(&format!(
+                "<answer> The image shows \\boxed{{{}}} objects. </answer>",
+                visible.len()
+            )));
+        }
+        assert!(listed > 20 && empty_cells > 20, "{listed} {empty_cells}");
     }
 }

@@ -11,11 +11,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::chains::{description_chain, interleaved_chain, text_chain};
+use crate::chains::{cells_chain, description_chain, interleaved_chain, text_chain};
 use crate::error::{Result, WorldError};
 use crate::formats::{
-    depth_to_u16, description_row, png_rgb, png_u16, rl_row, sft_row, tsv_header, tsv_row,
-    write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow,
+    cells_row, depth_to_u16, description_row, png_rgb, png_u16, rl_row, sft_row, tsv_header,
+    tsv_row, write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow,
     WORLD_DEPTH_SCALE,
 };
 use crate::palette::SemanticClass;
@@ -100,6 +100,9 @@ pub struct DatasetSummary {
     /// Scene descriptions (`sft_describe.jsonl`, one per scene).
     #[serde(default)]
     pub sft_describe: u64,
+    /// Cell listings (`sft_cells.jsonl`, one per scene).
+    #[serde(default)]
+    pub sft_cells: u64,
 }
 
 /// Everything one scene contributes to the index files, prepared in parallel.
@@ -113,6 +116,7 @@ struct SceneOutput {
     sft_interleaved: Vec<SftRow>,
     sft_text: Vec<SftRow>,
     sft_describe: SftRow,
+    sft_cells: SftRow,
     tsv_image: String,
 }
 
@@ -151,6 +155,7 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         sft_text.push(sft_row(&t, q, &images));
     }
     let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
+    let sft_cells = cells_row(&cells_chain(&id, &g.scene, &g.frame), &images);
     Ok(SceneOutput {
         objects: g.scene.objects.len() as u64,
         depth_row: Stage1DepthRow {
@@ -172,6 +177,7 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         sft_interleaved,
         sft_text,
         sft_describe,
+        sft_cells,
         tsv_image: images.input,
         scene: g.scene,
     })
@@ -212,6 +218,7 @@ pub fn write_dataset(
     let mut sft_f = AtomicFile::create(&out.join("sft_interleaved.jsonl"))?;
     let mut sft_text_f = AtomicFile::create(&out.join("sft_text.jsonl"))?;
     let mut sft_describe_f = AtomicFile::create(&out.join("sft_describe.jsonl"))?;
+    let mut sft_cells_f = AtomicFile::create(&out.join("sft_cells.jsonl"))?;
     let tsv_path = out.join("eval.tsv");
     let mut tsv_f = AtomicFile::create(&tsv_path)?;
     let tsv_line = |fields: Vec<String>| -> Result<Vec<u8>> {
@@ -267,12 +274,14 @@ pub fn write_dataset(
                 sft_text_f.write_json_line(r)?;
             }
             sft_describe_f.write_json_line(&o.sft_describe)?;
+            sft_cells_f.write_json_line(&o.sft_cells)?;
             summary.scenes += 1;
             summary.objects += o.objects;
             summary.questions += o.questions.len() as u64;
             summary.sft_interleaved += o.sft_interleaved.len() as u64;
             summary.sft_text += o.sft_text.len() as u64;
             summary.sft_describe += 1;
+            summary.sft_cells += 1;
         }
         start = end;
     }
@@ -285,6 +294,7 @@ pub fn write_dataset(
         sft_f,
         sft_text_f,
         sft_describe_f,
+        sft_cells_f,
         tsv_f,
     ] {
         f.commit()?;

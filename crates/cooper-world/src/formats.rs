@@ -215,6 +215,11 @@ pub fn description_row(chain: &Chain, images: &ChainImages) -> SftRow {
     chain_row(chain, "description", Flag::Negative.name(), images)
 }
 
+/// An SFT row for a cell listing (category `cells`, flag `negative`: it calls no tool).
+pub fn cells_row(chain: &Chain, images: &ChainImages) -> SftRow {
+    chain_row(chain, "cells", Flag::Negative.name(), images)
+}
+
 fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImages) -> SftRow {
     let flag = |b: bool| if b { "true" } else { "false" }.to_string();
     SftRow {

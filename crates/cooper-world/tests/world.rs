@@ -345,21 +345,32 @@ fn written_formats_parse_and_agree() {
         }
     }
     assert!(saw_tool, "some chain calls a tool");
-    // One scene description per scene, in scene order, with the same input image as its chains.
-    let describe = std::fs::read_to_string(dir.path().join("sft_describe.jsonl")).unwrap();
+    // One scene description and one cell listing per scene, in scene order, with the same input
+    // image as its chains.
     let first_chain: serde_json::Value = serde_json::from_str(sft.lines().next().unwrap()).unwrap();
-    let rows: Vec<serde_json::Value> = describe
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rows.len() as u64, summary.scenes);
-    assert_eq!(summary.sft_describe, summary.scenes);
-    assert_eq!(rows[0]["data_id"], format!("{}-describe", g.scene.id));
-    assert_eq!(rows[0]["category"], "description");
-    assert_eq!(
-        rows[0]["interleaved_reason"][0]["value"],
-        first_chain["interleaved_reason"][0]["value"]
-    );
+    for (file, suffix, category, count) in [
+        (
+            "sft_describe.jsonl",
+            "describe",
+            "description",
+            summary.sft_describe,
+        ),
+        ("sft_cells.jsonl", "cells", "cells", summary.sft_cells),
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len() as u64, summary.scenes, "{file}");
+        assert_eq!(count, summary.scenes, "{file}");
+        assert_eq!(rows[0]["data_id"], format!("{}-{suffix}", g.scene.id));
+        assert_eq!(rows[0]["category"], category);
+        assert_eq!(
+            rows[0]["interleaved_reason"][0]["value"],
+            first_chain["interleaved_reason"][0]["value"]
+        );
+    }
     // RL rows name an existing image.
     let rl = std::fs::read_to_string(dir.path().join("rl.jsonl")).unwrap();
     for line in rl.lines() {

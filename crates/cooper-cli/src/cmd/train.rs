@@ -22,6 +22,9 @@ enum TrainStage {
     Tokenizer(TokenizerArgs),
     /// A FLUX-architecture autoencoder on pictures (stage-1 JSONL files or picture folders).
     Ae(StageArgs),
+    /// Dense ViT pretraining on stage-1 JSONL files (per-patch semantic class and depth): the
+    /// stand-in for SigLIP's pretraining in a model trained from scratch.
+    Vit(StageArgs),
     /// Stage 1, auxiliary modality generation: picture -> depth / segmentation, flow loss.
     Amg(StageArgs),
     /// Stage 2a: supervised fine-tuning on interleaved reasoning chains.
@@ -96,6 +99,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     match args.stage {
         TrainStage::Tokenizer(a) => tokenizer(a),
         TrainStage::Ae(a) => model_stage(Stage::Ae, a),
+        TrainStage::Vit(a) => model_stage(Stage::Vit, a),
         TrainStage::Amg(a) => model_stage(Stage::Amg, a),
         TrainStage::Sft(a) => model_stage(Stage::Sft, a),
         TrainStage::Grpo(a) => model_stage(Stage::Grpo, a),

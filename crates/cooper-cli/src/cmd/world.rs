@@ -67,13 +67,14 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions) to {} in {:.1} s: {:.1} scenes/s",
+        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings) to {} in {:.1} s: {:.1} scenes/s",
         summary.scenes,
         summary.objects,
         summary.questions,
         summary.sft_interleaved,
         summary.sft_text,
         summary.sft_describe,
+        summary.sft_cells,
         args.out.display(),
         secs,
         summary.scenes as f64 / secs.max(1e-9)
