@@ -29,7 +29,7 @@ use cooper_train::grpo::{
     completion_length_metrics, grpo_loss, mean_token_entropy, pad_completions, score_round,
     token_log_probs, GrpoLossConfig, GrpoLossInputs,
 };
-use cooper_train::rewards::{CompletionItem, RewardSet};
+use cooper_train::rewards::{Completion, CompletionItem, RewardSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -40,10 +40,17 @@ use crate::model::TrainableModel;
 use crate::packed::export_run;
 use crate::pictures::{load_rgb, moments, resizes, sample_latent_tokens, vit_patches};
 
-/// The reward view of a trace: the official output list (system prompt, picture, question,
-/// then turns, maps and prompts), without the turns the loop dropped.
-pub fn completion_items(trace: &ReasonTrace) -> Vec<CompletionItem<'_>> {
-    trace
+/// The reward view of a trace: the official output list (system prompt if any, picture,
+/// question, then turns, maps and prompts), without the turns the loop dropped. The prompt is
+/// everything before the model's first turn, so it is right whether or not the model is asked
+/// with a system prompt.
+pub fn completion(trace: &ReasonTrace) -> Completion<'_> {
+    let prompt_len = trace
+        .entries
+        .iter()
+        .position(|e| matches!(e, TraceEntry::ModelTurn { .. }))
+        .unwrap_or(trace.entries.len());
+    let items = trace
         .entries
         .iter()
         .filter_map(|e| match e {
@@ -52,7 +59,8 @@ pub fn completion_items(trace: &ReasonTrace) -> Vec<CompletionItem<'_>> {
             TraceEntry::ModelTurn { outcome, .. } if *outcome == TurnOutcome::Dropped => None,
             TraceEntry::ModelTurn { text, .. } => Some(CompletionItem::Text(text)),
         })
-        .collect()
+        .collect();
+    Completion::new(items, prompt_len)
 }
 
 /// A rollout ready for its micro-batch.
@@ -204,8 +212,7 @@ impl Roller<'_> {
                 )?);
             }
         }
-        let completions: Vec<Vec<CompletionItem<'_>>> =
-            traces.iter().map(completion_items).collect();
+        let completions: Vec<Completion<'_>> = traces.iter().map(completion).collect();
         let row_refs: Vec<&RlRow> = picked.iter().map(|&i| &self.rows[i]).collect();
         let columns = reward_columns(&row_refs, g.num_generations);
         let scores = score_round(
@@ -214,7 +221,6 @@ impl Roller<'_> {
             &self.rewards,
             g.num_generations,
             g.scale_rewards,
-            g.prompt_items,
         )?;
         let lengths: Vec<usize> = traces
             .iter()
@@ -268,18 +274,6 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
         .parse()
         .map_err(|e| StageError::Input(format!("grpo.rollout_mode: {e}")))?;
     let model = TrainableModel::load(&config.model, opts.dtype, &opts.device)?;
-    // The rewards skip the prompt items of each completion (system prompt, picture, question);
-    // a model asked without system prompts has one fewer.
-    let adjusted;
-    let config = if model.reasoning.system_prompt {
-        config
-    } else {
-        let mut c = config.clone();
-        c.grpo.prompt_items = c.grpo.prompt_items.saturating_sub(1);
-        adjusted = c;
-        &adjusted
-    };
-    let g = &config.grpo;
     let params: Vec<(String, Var)> = model.trainable_params(&config.freeze)?;
     let reference = if g.beta != 0.0 {
         Some(model.folder.load_bagel(opts.dtype, &opts.device)?)
@@ -367,6 +361,75 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+    use cooper_infer::trace::{StopReason, TextRole};
+    use cooper_train::rewards::{ExplorationReward, FormatReward, REFLECTION_PROMPT};
+
+    fn trace(system_prompt: bool) -> ReasonTrace {
+        let text = |role, text: &str| TraceEntry::Text {
+            role,
+            text: text.to_string(),
+        };
+        let image = |role| TraceEntry::Image {
+            role,
+            image: image::RgbImage::new(2, 2),
+            depth: None,
+            seed: None,
+            elapsed: None,
+        };
+        let turn = |turn, text: &str, outcome| TraceEntry::ModelTurn {
+            turn,
+            text: text.to_string(),
+            outcome,
+            seed: 0,
+            elapsed: std::time::Duration::ZERO,
+        };
+        let mut entries = Vec::new();
+        if system_prompt {
+            entries.push(text(TextRole::System, "system prompt"));
+        }
+        entries.extend([
+            image(ImageRole::Input),
+            text(TextRole::Question, "Which is closer?"),
+            turn(1, "no tags", TurnOutcome::Dropped),
+            turn(
+                2,
+                "<think>depth</think><depth-estimation>go</depth-estimation>",
+                TurnOutcome::ToolCall(cooper_infer::reasoning::tags::Tool::Depth),
+            ),
+            image(ImageRole::Depth),
+            text(TextRole::Reflection, REFLECTION_PROMPT),
+            turn(3, "<think>a</think><answer>A</answer>", TurnOutcome::Answer),
+        ]);
+        ReasonTrace {
+            mode: Mode::Cooper,
+            question: "Which is closer?".to_string(),
+            params: ReasonParams::default(),
+            original_size: (2, 2),
+            entries,
+            final_answer: Some("A".to_string()),
+            boxed_answer: None,
+            stop: StopReason::Answered,
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The rewards see the model's own turns whether or not it was asked with a system prompt.
+    #[test]
+    fn the_prompt_is_what_precedes_the_first_model_turn() {
+        for (system_prompt, prompt_len) in [(true, 3), (false, 2)] {
+            let t = trace(system_prompt);
+            let c = completion(&t);
+            assert_eq!(c.prompt_len, prompt_len);
+            // The dropped turn is not in the list; the tool turn comes first after the prompt.
+            assert_eq!(c.items.len(), prompt_len + 4);
+            assert!(c.generated()[0]
+                .text()
+                .unwrap()
+                .contains("<depth-estimation>"));
+            assert!(FormatReward.is_well_formed(&c));
+            assert!(ExplorationReward::default().explores(&c));
+        }
+    }
 
     /// The loss's gradient raises the log-probability of a positively advantaged completion and
     /// lowers that of a negative one (ρ = 1, the official single pass).

@@ -15,11 +15,10 @@
 //! the run's checkpoints (for resume) but not in the exported folder, whose weights keep the
 //! official names and load anywhere a BAGEL checkpoint does.
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
-use cooper_infer::transforms::{patchify, to_tensor};
 use cooper_train::config::TrainConfig;
 use cooper_world::palette::ADE20K_PALETTE;
 use cooper_world::readers::{read_stage1_index, Stage1Target};
@@ -30,7 +29,9 @@ use crate::data::{image_root_for, Order};
 use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
 use crate::model::{export_model_folder, sorted_vars, ExportedWeights, TrainableModel};
-use crate::pictures::{depth_target, load_rgb, resize_to, resizes, DepthEncoding};
+use crate::pictures::{
+    depth_target, load_rgb, picture_size, resize_to, resizes, vit_patches, DepthEncoding,
+};
 
 /// Classes of the class head: the ADE20K palette (index 0 is "other").
 pub const CLASS_COUNT: usize = ADE20K_PALETTE.len();
@@ -300,28 +301,56 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn load(&self, picture: &VitPicture, flip: bool) -> Result<Sample> {
-        let p = self.model.model.config.vit.patch_size;
-        let rgb = load_rgb(&picture.rgb)?;
-        let (w0, h0) = rgb.dimensions();
+    fn patch_size(&self) -> usize {
+        self.model.model.config.vit.patch_size
+    }
+
+    /// Per-patch class histograms and their mask from the segmentation map at `path`, resized
+    /// to the ViT input size `(w, h)`.
+    fn class_targets(
+        &self,
+        path: &Path,
+        size: (u32, u32),
+        flip: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut seg =
+            image::imageops::resize(&load_rgb(path)?, size.0, size.1, FilterType::Nearest);
+        if flip {
+            image::imageops::flip_horizontal_in_place(&mut seg);
+        }
+        class_histograms(
+            &seg,
+            self.patch_size(),
+            &self.lookup,
+            &path.display().to_string(),
+        )
+    }
+
+    /// The picture's size at the ViT input (the VAE resize, then the ViT resize), read from the
+    /// picture file's header.
+    fn vit_size(&self, picture: &VitPicture) -> Result<(u32, u32)> {
+        let (w0, h0) = picture_size(&picture.rgb)?;
         let vae_size = self.vae_resize.target_size(w0, h0)?;
-        let vit_size = self.vit_resize.target_size(vae_size.0, vae_size.1)?;
-        let img = resize_to(&resize_to(&rgb, vae_size, false), vit_size, flip);
-        let pixels = to_tensor(&img, self.device)?;
-        let (_, h, w) = pixels.dims3()?;
-        let patches = patchify(&pixels, p)?.to_dtype(self.model.model.dtype())?;
+        Ok(self.vit_resize.target_size(vae_size.0, vae_size.1)?)
+    }
+
+    fn load(&self, picture: &VitPicture, flip: bool) -> Result<Sample> {
+        let p = self.patch_size();
+        let rgb = load_rgb(&picture.rgb)?;
+        let vae_size = self.vae_resize.target_size(rgb.width(), rgb.height())?;
+        // Flipped before the ViT resize: the resize filter is symmetric, so this is the flip of
+        // what inference sees, up to rounding.
+        let (patches, h, w) = vit_patches(
+            &resize_to(&rgb, vae_size, flip),
+            &self.vit_resize,
+            p,
+            self.model.model.dtype(),
+            self.device,
+        )?;
         let n = patches.dim(0)?;
         let position_ids = self.model.model.vit_position_ids(h, w)?;
         let (classes, class_mask) = match &picture.seg {
-            Some(path) => {
-                let seg = load_rgb(path)?;
-                let mut seg =
-                    image::imageops::resize(&seg, w as u32, h as u32, FilterType::Nearest);
-                if flip {
-                    image::imageops::flip_horizontal_in_place(&mut seg);
-                }
-                class_histograms(&seg, p, &self.lookup, &path.display().to_string())?
-            }
+            Some(path) => self.class_targets(path, (w as u32, h as u32), flip)?,
             None => (vec![0.0; n * CLASS_COUNT], vec![0.0; n]),
         };
         let (depth, depth_mask) = match &picture.depth {
@@ -351,14 +380,17 @@ impl Loader<'_> {
 }
 
 /// Pixel share of each class over up to `limit` segmentation maps of `pictures` (evenly
-/// spaced), at the ViT input size.
+/// spaced), at the ViT input size. Reads only the maps (and the pictures' headers for their size).
 fn class_shares(loader: &Loader<'_>, pictures: &[VitPicture], limit: usize) -> Result<Vec<f64>> {
-    let with_seg: Vec<&VitPicture> = pictures.iter().filter(|p| p.seg.is_some()).collect();
+    let with_seg: Vec<(&VitPicture, &PathBuf)> = pictures
+        .iter()
+        .filter_map(|p| p.seg.as_ref().map(|seg| (p, seg)))
+        .collect();
     let step = with_seg.len().div_ceil(limit.max(1)).max(1);
     let mut totals = vec![0f64; CLASS_COUNT];
-    for picture in with_seg.iter().step_by(step) {
-        let sample = loader.load(picture, false)?;
-        for (k, v) in sample.classes.iter().enumerate() {
+    for (picture, seg) in with_seg.iter().step_by(step) {
+        let (classes, _) = loader.class_targets(seg, loader.vit_size(picture)?, false)?;
+        for (k, v) in classes.iter().enumerate() {
             totals[k % CLASS_COUNT] += f64::from(*v);
         }
     }

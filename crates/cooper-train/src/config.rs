@@ -293,8 +293,6 @@ pub struct GrpoConfig {
     pub reward_funcs: Vec<String>,
     /// One weight per reward function (empty: all 1).
     pub reward_weights: Vec<f64>,
-    /// Leading items of each completion list that are the prompt (system prompt, image, question).
-    pub prompt_items: usize,
     /// Reproduce the official in-place slice of `format_reward` (see `rewards`).
     pub official_slice_quirk: bool,
     /// Group count of exploring completions that separates bonus from penalty.
@@ -540,7 +538,6 @@ impl TrainConfig {
                     "exploration_guided".to_string(),
                 ],
                 reward_weights: Vec::new(),
-                prompt_items: 3,
                 official_slice_quirk: false,
                 exploration_threshold: 3,
                 exploration_bonus: 0.2,

@@ -361,18 +361,17 @@ pub struct RoundScores {
 /// Scores a generation round: runs the reward functions, normalises the totals per group of
 /// `num_generations` consecutive completions, and gathers the round's metrics.
 pub fn score_round(
-    completions: &[Vec<crate::rewards::CompletionItem<'_>>],
+    completions: &[crate::rewards::Completion<'_>],
     columns: &crate::rewards::RewardColumns,
     rewards: &crate::rewards::RewardSet,
     num_generations: usize,
     scale_rewards: bool,
-    prompt_items: usize,
 ) -> Result<RoundScores> {
     let breakdown = rewards.evaluate(completions, columns)?;
     let advantages = group_advantages(&breakdown.total, num_generations, scale_rewards)?;
     let mut metrics = breakdown.metrics();
     metrics.extend(advantages.metrics());
-    metrics.extend(crate::rewards::rollout_metrics(completions, prompt_items));
+    metrics.extend(crate::rewards::rollout_metrics(completions));
     Ok(RoundScores {
         rewards: breakdown,
         advantages,
@@ -684,8 +683,8 @@ mod tests {
     #[test]
     fn a_round_is_scored_end_to_end() {
         use crate::rewards::{
-            AccuracyReward, AnswerMatcher, CompletionItem::Text, Flag, FormatReward, RewardColumns,
-            RewardSet,
+            AccuracyReward, AnswerMatcher, Completion, CompletionItem::Text, Flag, FormatReward,
+            RewardColumns, RewardSet,
         };
         let good = "<think>x</think><answer>\\boxed{B}</answer>";
         let wrong = "<think>x</think><answer>\\boxed{C}</answer>";
@@ -697,7 +696,7 @@ mod tests {
         let make = |last: &'static str| {
             let mut c = prompt.to_vec();
             c.push(Text(last));
-            c
+            Completion::new(c, prompt.len())
         };
         let completions = vec![make(good), make(wrong), make("B"), make(good)];
         let mut set = RewardSet::new();
@@ -705,14 +704,14 @@ mod tests {
             Box::new(AccuracyReward::rules(AnswerMatcher::default())),
             1.0,
         );
-        set.push(Box::new(FormatReward::default()), 1.0);
+        set.push(Box::new(FormatReward), 1.0);
         let columns = RewardColumns {
             solution: vec!["B".into(); 4],
             question: vec!["q".into(); 4],
             flag: vec![Flag::Boundary; 4],
             data_id: vec!["a".into(), "a".into(), "b".into(), "b".into()],
         };
-        let round = score_round(&completions, &columns, &set, 2, true, 3).unwrap();
+        let round = score_round(&completions, &columns, &set, 2, true).unwrap();
         // totals: good 1+1 = 2, wrong 0+1 = 1 | bare "B" 1+0 = 1, good 2.
         assert_eq!(round.rewards.total, vec![2.0, 1.0, 1.0, 2.0]);
         // Each group (2, 1) / (1, 2): mean 1.5, std √0.5 = 0.707107; A = ±0.5/(0.707107+1e-4).

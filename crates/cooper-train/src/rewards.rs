@@ -1,16 +1,19 @@
 //! Reward functions for GRPO in TRL's shape, and the CPR reward of COOPER.
 //!
-//! A reward function receives every completion of a generation round (each the full output list
-//! of the interleaved loop: system prompt, the inputs, then generated text turns, generated
-//! images and [`REFLECTION_PROMPT`] items) together with the dataset columns (`solution`,
-//! `question`, `flag`, `data_id`), and returns one `f32` per completion. `NaN` means "not
-//! applicable" and is skipped by the weighted sum, as TRL does with `None`.
+//! A reward function receives every completion of a generation round together with the dataset
+//! columns (`solution`, `question`, `flag`, `data_id`), and returns one `f32` per completion.
+//! `NaN` means "not applicable" and is skipped by the weighted sum, as TRL does with `None`. A
+//! [`Completion`] is the full output list of the interleaved loop (the system prompt if the model
+//! is asked with one, the inputs, then generated text turns, generated images and
+//! [`REFLECTION_PROMPT`] items) with the length of its prompt. The official code slices a fixed
+//! three prompt items off every list; here each completion says how many it has, so that a model
+//! asked without a system prompt, or with two pictures, is scored on its own turns.
 //!
 //! The CPR reward (`accuracy`, `format`, `exploration_guided`, summed with weight 1):
 //! * [`AccuracyReward`]: the last item's `<answer>…</answer>` content (or the whole text) against
 //!   `solution`, by rules ([`AnswerMatcher`]), by an LLM judge ([`LlmJudge`], the official
 //!   choice), or rules first and the judge for what the rules reject.
-//! * [`FormatReward`]: after the prompt items, every text item but the last must, trimmed, fully
+//! * [`FormatReward`]: after the prompt, every text item but the last must, trimmed, fully
 //!   match `<think>…</think>` followed by a `<segmentation>` or `<depth-estimation>` call
 //!   (DOTALL); [`REFLECTION_PROMPT`] items are skipped and images ignored; the last item must fully
 //!   match `<think>…</think>` then `<answer>…</answer>`. 1 or 0.
@@ -22,8 +25,8 @@
 //! **The official slice quirk.** The official `format_reward` replaces each completion list by
 //! its slice after the prompt *in place*, so the exploration reward, which runs next and slices
 //! again, skips three more items and never sees the first tool call. We implement the intended
-//! behaviour (both look past the prompt items only). [`ExplorationReward::official_slice_quirk`]
-//! reproduces the official run (skip twice the prompt items); [`RewardSet::from_config`] turns it
+//! behaviour (both look past the prompt only). [`ExplorationReward::official_slice_quirk`]
+//! reproduces the official run (skip twice the prompt); [`RewardSet::from_config`] turns it
 //! on only when `grpo.official_slice_quirk` is set *and* `format` comes before
 //! `exploration_guided` in the reward list, which is when the official code is affected.
 
@@ -92,6 +95,32 @@ impl<'a> CompletionItem<'a> {
     }
 }
 
+/// One completion as the rewards see it: the interleaved loop's whole output list and how many
+/// of its leading items are the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion<'a> {
+    /// Every item, prompt first.
+    pub items: Vec<CompletionItem<'a>>,
+    /// Leading items that are the prompt (system prompt if any, pictures, question).
+    pub prompt_len: usize,
+}
+
+impl<'a> Completion<'a> {
+    /// A completion whose first `prompt_len` items are the prompt.
+    pub fn new(items: Vec<CompletionItem<'a>>, prompt_len: usize) -> Self {
+        Self { items, prompt_len }
+    }
+
+    /// The items after the prompt: what the model produced (and the reflection prompts between).
+    pub fn generated(&self) -> &[CompletionItem<'a>] {
+        self.after(self.prompt_len)
+    }
+
+    fn after(&self, skip: usize) -> &[CompletionItem<'a>] {
+        self.items.get(skip..).unwrap_or(&[])
+    }
+}
+
 /// The per-row `flag` column of the RL data (`positive` / `negative`; anything else, including a
 /// missing value, is the official default `boundary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,11 +174,7 @@ pub trait RewardFunction: Send + Sync {
     fn name(&self) -> &str;
 
     /// One reward per completion (NaN: not applicable).
-    fn score(
-        &self,
-        completions: &[Vec<CompletionItem<'_>>],
-        columns: &RewardColumns,
-    ) -> Result<Vec<f32>>;
+    fn score(&self, completions: &[Completion<'_>], columns: &RewardColumns) -> Result<Vec<f32>>;
 }
 
 fn is_tool_turn(text: &str) -> bool {
@@ -161,33 +186,17 @@ fn is_reflection(text: &str) -> bool {
     text == REFLECTION_PROMPT || text.trim() == REFLECTION_PROMPT.trim()
 }
 
-fn after_prompt<'c, 'a>(
-    completion: &'c [CompletionItem<'a>],
-    skip: usize,
-) -> &'c [CompletionItem<'a>] {
-    completion.get(skip..).unwrap_or(&[])
-}
-
 /// The `format` reward (see the module docs).
-#[derive(Debug, Clone)]
-pub struct FormatReward {
-    /// Leading prompt items to skip (system prompt, image, question: 3).
-    pub prompt_items: usize,
-}
-
-impl Default for FormatReward {
-    fn default() -> Self {
-        Self { prompt_items: 3 }
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct FormatReward;
 
 impl FormatReward {
     /// Whether one completion is well formed.
     ///
     /// As in the official code, "last" means the last item of the list; if that is an image no
     /// answer is required, and a completion with nothing after the prompt passes.
-    pub fn is_well_formed(&self, completion: &[CompletionItem<'_>]) -> bool {
-        let items = after_prompt(completion, self.prompt_items);
+    pub fn is_well_formed(&self, completion: &Completion<'_>) -> bool {
+        let items = completion.generated();
         let last = items.len().saturating_sub(1);
         items.iter().enumerate().all(|(j, item)| match item.text() {
             None => true,
@@ -203,11 +212,7 @@ impl RewardFunction for FormatReward {
         "format"
     }
 
-    fn score(
-        &self,
-        completions: &[Vec<CompletionItem<'_>>],
-        _columns: &RewardColumns,
-    ) -> Result<Vec<f32>> {
+    fn score(&self, completions: &[Completion<'_>], _columns: &RewardColumns) -> Result<Vec<f32>> {
         Ok(completions
             .iter()
             .map(|c| if self.is_well_formed(c) { 1.0 } else { 0.0 })
@@ -218,13 +223,11 @@ impl RewardFunction for FormatReward {
 /// The `exploration_guided` reward (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ExplorationReward {
-    /// Leading prompt items to skip.
-    pub prompt_items: usize,
     /// Group count of exploring completions that separates bonus from penalty (3).
     pub threshold: usize,
     /// Bonus / penalty size (0.2).
     pub bonus: f32,
-    /// Skip the prompt items twice, as the official run does after `format_reward` has sliced
+    /// Skip the prompt twice, as the official run does after `format_reward` has sliced
     /// the lists in place (so the first tool turn is never seen).
     pub official_slice_quirk: bool,
 }
@@ -232,7 +235,6 @@ pub struct ExplorationReward {
 impl Default for ExplorationReward {
     fn default() -> Self {
         Self {
-            prompt_items: 3,
             threshold: 3,
             bonus: 0.2,
             official_slice_quirk: false,
@@ -242,13 +244,12 @@ impl Default for ExplorationReward {
 
 impl ExplorationReward {
     /// Whether a completion called a tool in a non-final text item.
-    pub fn explores(&self, completion: &[CompletionItem<'_>]) -> bool {
-        let skip = if self.official_slice_quirk {
-            2 * self.prompt_items
+    pub fn explores(&self, completion: &Completion<'_>) -> bool {
+        let items = if self.official_slice_quirk {
+            completion.after(2 * completion.prompt_len)
         } else {
-            self.prompt_items
+            completion.generated()
         };
-        let items = after_prompt(completion, skip);
         let last = items.len().saturating_sub(1);
         items.iter().enumerate().any(|(j, item)| match item.text() {
             Some(text) if j != last && !is_reflection(text) => is_tool_turn(text),
@@ -262,11 +263,7 @@ impl RewardFunction for ExplorationReward {
         "exploration_guided"
     }
 
-    fn score(
-        &self,
-        completions: &[Vec<CompletionItem<'_>>],
-        columns: &RewardColumns,
-    ) -> Result<Vec<f32>> {
+    fn score(&self, completions: &[Completion<'_>], columns: &RewardColumns) -> Result<Vec<f32>> {
         let n = completions.len();
         columns.require("flag", columns.flag.len(), n)?;
         columns.require("data_id", columns.data_id.len(), n)?;
@@ -648,17 +645,20 @@ impl RewardFunction for AccuracyReward {
         "accuracy"
     }
 
-    fn score(
-        &self,
-        completions: &[Vec<CompletionItem<'_>>],
-        columns: &RewardColumns,
-    ) -> Result<Vec<f32>> {
+    fn score(&self, completions: &[Completion<'_>], columns: &RewardColumns) -> Result<Vec<f32>> {
         let n = completions.len();
         columns.require("solution", columns.solution.len(), n)?;
-        // The final item must be text; an image there scores 0, as in the official code.
+        // The final item must be text; an image there scores 0, as in the official code. The
+        // official code reads the last item of the whole list, so a rollout that produced nothing
+        // is scored on the question's text; here it has no prediction.
         let predictions: Vec<Option<&str>> = completions
             .iter()
-            .map(|c| c.last().and_then(|item| item.text()).map(extract_answer))
+            .map(|c| {
+                c.generated()
+                    .last()
+                    .and_then(|item| item.text())
+                    .map(extract_answer)
+            })
             .collect();
         let mut correct: Vec<bool> = predictions
             .iter()
@@ -797,12 +797,9 @@ impl RewardSet {
                 }
                 "format" => {
                     format_seen = true;
-                    Box::new(FormatReward {
-                        prompt_items: grpo.prompt_items,
-                    })
+                    Box::new(FormatReward)
                 }
                 "exploration_guided" => Box::new(ExplorationReward {
-                    prompt_items: grpo.prompt_items,
                     threshold: grpo.exploration_threshold,
                     bonus: grpo.exploration_bonus as f32,
                     official_slice_quirk: grpo.official_slice_quirk && format_seen,
@@ -821,7 +818,7 @@ impl RewardSet {
     /// Runs every function and sums them with their weights (NaN entries skipped).
     pub fn evaluate(
         &self,
-        completions: &[Vec<CompletionItem<'_>>],
+        completions: &[Completion<'_>],
         columns: &RewardColumns,
     ) -> Result<RewardBreakdown> {
         let n = completions.len();
@@ -876,16 +873,14 @@ pub struct RolloutStats {
 
 /// Counts tool calls (searching each generated text item, as the official metrics do) and checks
 /// the final answer.
-pub fn rollout_stats(completion: &[CompletionItem<'_>], prompt_items: usize) -> RolloutStats {
+pub fn rollout_stats(completion: &Completion<'_>) -> RolloutStats {
     let mut stats = RolloutStats::default();
-    for text in after_prompt(completion, prompt_items)
-        .iter()
-        .filter_map(|i| i.text())
-    {
+    for text in completion.generated().iter().filter_map(|i| i.text()) {
         stats.depth_calls += usize::from(DEPTH_SEARCH.is_match(text));
         stats.segmentation_calls += usize::from(SEGMENTATION_SEARCH.is_match(text));
     }
     stats.answered = completion
+        .generated()
         .last()
         .and_then(|i| i.text())
         .is_some_and(|t| ANSWER_TURN.is_match(t));
@@ -893,14 +888,11 @@ pub fn rollout_stats(completion: &[CompletionItem<'_>], prompt_items: usize) -> 
 }
 
 /// Mean `depth_nums` and `segmentation_nums` over a round.
-pub fn rollout_metrics(
-    completions: &[Vec<CompletionItem<'_>>],
-    prompt_items: usize,
-) -> BTreeMap<String, f64> {
+pub fn rollout_metrics(completions: &[Completion<'_>]) -> BTreeMap<String, f64> {
     let n = completions.len().max(1) as f64;
     let (mut depth, mut seg, mut answered) = (0usize, 0usize, 0usize);
     for c in completions {
-        let s = rollout_stats(c, prompt_items);
+        let s = rollout_stats(c);
         depth += s.depth_calls;
         seg += s.segmentation_calls;
         answered += usize::from(s.answered);
@@ -936,10 +928,11 @@ mod tests {
         vec![Text(SYS), Image, Text(Q)]
     }
 
-    fn with(items: &[CompletionItem<'static>]) -> Vec<CompletionItem<'static>> {
+    fn with(items: &[CompletionItem<'static>]) -> Completion<'static> {
         let mut c = prompt();
+        let prompt_len = c.len();
         c.extend_from_slice(items);
-        c
+        Completion::new(c, prompt_len)
     }
 
     fn columns(solutions: &[&str], flags: &[Flag], ids: &[&str]) -> RewardColumns {
@@ -961,8 +954,8 @@ mod tests {
 
     #[test]
     fn format_reward_on_crafted_completions() {
-        let f = FormatReward::default();
-        let cases: Vec<(Vec<CompletionItem<'static>>, f32)> = vec![
+        let f = FormatReward;
+        let cases: Vec<(Completion<'static>, f32)> = vec![
             // tool turn, image, reflection, answer → well formed
             (
                 with(&[Text(DEPTH), Image, Text(REFLECTION_PROMPT), Text(ANSWER_B)]),
@@ -1076,6 +1069,34 @@ mod tests {
     }
 
     #[test]
+    fn each_completion_is_scored_after_its_own_prompt() {
+        // Asked without a system prompt, the prompt is the picture and the question.
+        let turns = [Text(DEPTH), Image, Text(REFLECTION_PROMPT), Text(ANSWER_B)];
+        let mut items = vec![Image, Text(Q)];
+        items.extend_from_slice(&turns);
+        let no_system = Completion::new(items.clone(), 2);
+        assert!(FormatReward.is_well_formed(&no_system));
+        assert!(ExplorationReward::default().explores(&no_system));
+        assert_eq!(rollout_stats(&no_system).depth_calls, 1);
+        // Read with the official fixed three items, the first tool turn would be taken for the
+        // prompt and the exploration missed.
+        let fixed_three = Completion::new(items, 3);
+        assert!(!ExplorationReward::default().explores(&fixed_three));
+        assert_eq!(rollout_stats(&fixed_three).depth_calls, 0);
+
+        // A rollout that produced nothing has no prediction: the question's text is not read as
+        // the answer, though it names the solution.
+        let empty = Completion::new(vec![Image, Text("Is it B? Answer B.")], 2);
+        let accuracy = AccuracyReward::rules(AnswerMatcher::default());
+        let cols = columns(&["B"], &[Flag::Boundary], &["q"]);
+        assert_eq!(
+            accuracy.score(std::slice::from_ref(&empty), &cols).unwrap(),
+            vec![0.0]
+        );
+        assert!(!rollout_stats(&empty).answered);
+    }
+
+    #[test]
     fn official_slice_quirk_hides_the_first_tool_turn() {
         // Items 3.. are generated. One tool call at index 3 only, and one with calls at 3 and 6.
         let first_only = with(&[Text(DEPTH), Image, Text(REFLECTION_PROMPT), Text(ANSWER_B)]);
@@ -1169,7 +1190,7 @@ mod tests {
             with(&[Text(ANSWER_B)]),
             with(&[Text("<think>x</think><answer>\\boxed{C}</answer>")]),
             with(&[Text(DEPTH), Image]), // ends with an image → 0
-            vec![],                      // nothing at all → 0
+            Completion::new(vec![], 0),  // nothing at all → 0
         ];
         let cols = columns(
             &["B", "B", "B", "B"],
@@ -1191,11 +1212,7 @@ mod tests {
             fn name(&self) -> &str {
                 "na"
             }
-            fn score(
-                &self,
-                completions: &[Vec<CompletionItem<'_>>],
-                _: &RewardColumns,
-            ) -> Result<Vec<f32>> {
+            fn score(&self, completions: &[Completion<'_>], _: &RewardColumns) -> Result<Vec<f32>> {
                 Ok(completions
                     .iter()
                     .enumerate()
@@ -1204,7 +1221,7 @@ mod tests {
             }
         }
         let mut set = RewardSet::new();
-        set.push(Box::new(FormatReward::default()), 1.0);
+        set.push(Box::new(FormatReward), 1.0);
         set.push(
             Box::new(AccuracyReward::rules(AnswerMatcher::default())),
             0.5,
@@ -1255,12 +1272,12 @@ mod tests {
             Text(REFLECTION_PROMPT),
             Text(ANSWER_B),
         ]);
-        let s = rollout_stats(&c, 3);
+        let s = rollout_stats(&c);
         assert_eq!(s.depth_calls, 1);
         assert_eq!(s.segmentation_calls, 1);
         assert!(s.answered);
         let unfinished = with(&[Text(DEPTH), Image]);
-        let m = rollout_metrics(&[c, unfinished], 3);
+        let m = rollout_metrics(&[c, unfinished]);
         assert_eq!(m["depth_nums"], 1.0); // (1 + 1) / 2
         assert_eq!(m["segmentation_nums"], 0.5); // (1 + 0) / 2
         assert_eq!(m["completions/clipped_ratio"], 0.5);
