@@ -27,6 +27,7 @@ source scripts/recipe.sh
 for need in "$OUT/amg/model" "$OUT/grpo/model"; do
   [[ -f "$need/llm_config.json" ]] || { echo "missing $need: run scripts/train-default.sh $OUT first" >&2; exit 1; }
 done
+[[ -d "$OUT/ground" ]] && { echo "$OUT was made with GROUNDED=1; the ablation supports only the default recipe" >&2; exit 1; }
 W="$OUT/world"
 
 evaluate() { # evaluate ROW MODEL MODE
