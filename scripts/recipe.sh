@@ -11,6 +11,8 @@ GRPO_STEPS=${GRPO_STEPS:-8}
 # (docs/training.md).
 # Every SFT also learns the world's scene descriptions, next to its chains (docs/training.md).
 DESCRIPTIONS=sft_describe.jsonl
+# The world's cell listings, learnt by GROUNDED=1 runs of scripts/train-default.sh.
+LISTINGS=sft_cells.jsonl
 SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
   --set run.save_every=250 --set sft.match_inference_context=true --set freeze.vit=false)
 GRPO_SET=(--set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8

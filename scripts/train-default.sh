@@ -33,7 +33,7 @@ GROUND_STEPS=${GROUND_STEPS:-400}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
-[[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" ]] ||
+[[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] ||
   "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
 [[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
@@ -58,9 +58,9 @@ if [[ "$GROUNDED" == 1 ]]; then
   SFT_SET+=(--set sft.omit_system_prompt=true --set freeze.vit=true)
   stage amg amg --model "$OUT/ae/model" --init-from "$OUT/vit/model" --data "${STAGE1[@]}" \
     --steps "$AMG_STEPS" "${AMG_SET[@]}" --set freeze.vit=true
-  stage ground sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/sft_cells.jsonl" \
+  stage ground sft --model "$OUT/ae/model" --init-from "$OUT/amg/model" --data "$W/$LISTINGS" \
     --steps "$GROUND_STEPS" "${SFT_SET[@]}"
-  SFT_FROM="$OUT/ground/model" SFT_DATA=("$W/sft_cells.jsonl")
+  SFT_FROM="$OUT/ground/model" SFT_DATA=("$W/$LISTINGS")
 else
   stage ae ae --model "$OUT/base" --data "${STAGE1[@]}" --steps "$AE_STEPS" "${AE_SET[@]}"
   stage amg amg --model "$OUT/ae/model" --data "${STAGE1[@]}" --steps "$AMG_STEPS" "${AMG_SET[@]}" \
