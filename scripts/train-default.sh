@@ -7,10 +7,10 @@
 # Knobs (environment): SCENES, EVAL_SCENES, EVAL_LIMIT, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS
 # (VIT_STEPS, GROUND_STEPS with GROUNDED=1), and
 # QUICK=1 for a smoke run of every stage in a few minutes (tiny step counts; not a useful model).
-# GROUNDED=1 runs the eighth run's recipe instead (docs/results.md; an experiment, scoring below the
-# default): the `vit` stage beside ae, the ViT frozen from then on, a grounding SFT on the cell
-# listings (GROUND_STEPS, 400) between amg and SFT, and SFT without system prompts that also learns
-# the listings. scripts/ablation.sh supports only the default recipe.
+# GROUNDED=1 runs the ninth run's recipe instead (docs/results.md; an experiment): the `vit` stage
+# beside ae, the ViT frozen from then on, a grounding SFT on the cell listings (GROUND_STEPS, 400)
+# between amg and SFT, chains whose first thought opens with the picture's cell listing, and SFT
+# without system prompts that also learns the listings. scripts/ablation.sh supports only the default recipe.
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -33,8 +33,16 @@ GROUND_STEPS=${GROUND_STEPS:-400}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
-[[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] ||
-  "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" --out "$OUT/world" > /dev/null
+# GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`);
+# a world folder made the other way, or before the listings existed, is made again.
+WORLD_FLAGS=() LISTING_THOUGHTS=false
+[[ "$GROUNDED" == 1 ]] && WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
+world_ok() {
+  [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
+    grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json"
+}
+world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
+  --out "$OUT/world" > /dev/null
 [[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
 [[ -f "$OUT/tokenizer/tokenizer.json" ]] || "$BIN" train tokenizer --data "$OUT/world" --vocab-size 2048 --out "$OUT/tokenizer" > /dev/null

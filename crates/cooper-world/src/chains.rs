@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::questions::{
-    camera_distance, grid_cell, min_pixels, object_distance, AnswerKind, Category, Flag, Query,
-    Question, Relation, Tool, GRID_NAMES,
+    camera_distance, grid_cell, matches, min_pixels, object_distance, AnswerKind, Category, Flag,
+    Query, Question, Relation, Tool, GRID_NAMES,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -307,7 +307,9 @@ fn topic(q: &Question) -> &'static str {
     }
 }
 
-fn plan(tool: Tool, q: &Question, rng: &mut ChaCha8Rng) -> String {
+/// The first thinking turn of a chain that calls `tool`; `look` opens it (a cell listing, or
+/// nothing).
+fn plan(tool: Tool, q: &Question, look: &str, rng: &mut ChaCha8Rng) -> String {
     let why = match tool {
         Tool::Depth => pick(
             rng,
@@ -335,7 +337,7 @@ fn plan(tool: Tool, q: &Question, rng: &mut ChaCha8Rng) -> String {
         ],
     );
     format!(
-        "<think> {open} {}. {why} </think>\n{}",
+        "<think> {look}{open} {}. {why} </think>\n{}",
         topic(q),
         match tool {
             Tool::Depth => DEPTH_PROMPT,
@@ -349,9 +351,13 @@ fn final_turn(
     scene: &Scene,
     frame: &Frame,
     lead: &str,
+    listing_thoughts: bool,
     rng: &mut ChaCha8Rng,
 ) -> String {
-    let mut reason = explain(q, scene, frame);
+    let mut reason = listing_thoughts
+        .then(|| explain_from_listing(q, scene, frame))
+        .flatten()
+        .unwrap_or_else(|| explain(q, scene, frame));
     if q.kind == AnswerKind::Mcq {
         // Naming the option right after the answer's words lets the answer turn copy the letter
         // from the model's own text, instead of matching the words against the options at once,
@@ -383,14 +389,45 @@ fn opening(q: &Question) -> Vec<ChainItem> {
     ]
 }
 
+/// With listing thoughts, counts and existence are read off the listing the chain opened with:
+/// the matching objects are named again, in the listing's order, before the count or the verdict.
+/// Other questions keep [`explain`]'s sentence.
+fn explain_from_listing(q: &Question, scene: &Scene, frame: &Frame) -> Option<String> {
+    let (color, kind) = match q.query {
+        Query::Count { color, kind } | Query::Exists { color, kind } => (color, kind),
+        _ => return None,
+    };
+    let names: Vec<String> = in_listing_order(scene, frame)
+        .into_iter()
+        .filter(|o| matches(o, color, kind))
+        .map(|o| format!("the {}", o.name()))
+        .collect();
+    let named = match names.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    };
+    Some(match (&q.query, names.len()) {
+        (Query::Count { .. }, n) => format!("The listing names {named}: {n} in all."),
+        (_, 0) => "Nothing in the listing matches.".to_string(),
+        _ => format!("The listing names {named}, which matches."),
+    })
+}
+
 /// An interleaved chain: positive questions always call their tools, negative ones never
 /// (they answer directly and say why), boundary ones call them with probability 1/2.
+///
+/// With `listing_thoughts` the first thinking turn opens with the picture's [`cell_listing`]
+/// (what the model can learn to read off the picture, since it is keyed to places), and counts
+/// and existence are answered from it; the random draws are the same either way.
 pub fn interleaved_chain(
     q: &Question,
     scene: &Scene,
     frame: &Frame,
+    listing_thoughts: bool,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
+    let look = opening_thought(scene, frame, listing_thoughts);
     let tools: Vec<Tool> = match q.flag {
         Flag::Positive => q.category.tools().to_vec(),
         Flag::Negative => Vec::new(),
@@ -415,7 +452,17 @@ pub fn interleaved_chain(
             "The image alone is clear enough here, so I will answer without extra tools. "
         };
         let mut items = opening(q);
-        items.push(text(final_turn(q, scene, frame, lead, rng), true));
+        items.push(text(
+            final_turn(
+                q,
+                scene,
+                frame,
+                &format!("{look}{lead}"),
+                listing_thoughts,
+                rng,
+            ),
+            true,
+        ));
         return Chain {
             question_id: q.id.clone(),
             uses_tools: false,
@@ -427,7 +474,7 @@ pub fn interleaved_chain(
     let mut notes = String::new();
     for (k, tool) in tools.iter().enumerate() {
         let call = if k == 0 {
-            plan(*tool, q, rng)
+            plan(*tool, q, &look, rng)
         } else {
             format!(
                 "<think> {notes}To be sure, I also want the {} result. </think>\n{}",
@@ -460,7 +507,14 @@ pub fn interleaved_chain(
         ],
     );
     items.push(text(
-        final_turn(q, scene, frame, &format!("{notes}{check}"), rng),
+        final_turn(
+            q,
+            scene,
+            frame,
+            &format!("{notes}{check}"),
+            listing_thoughts,
+            rng,
+        ),
         true,
     ));
     Chain {
@@ -470,8 +524,26 @@ pub fn interleaved_chain(
     }
 }
 
-/// A text-only chain: one thinking turn and the answer.
-pub fn text_chain(q: &Question, scene: &Scene, frame: &Frame, rng: &mut ChaCha8Rng) -> Chain {
+/// The opening of a chain's first thinking turn: the cell listing and a space with listing
+/// thoughts, nothing without.
+fn opening_thought(scene: &Scene, frame: &Frame, listing_thoughts: bool) -> String {
+    if listing_thoughts {
+        format!("{} ", cell_listing(scene, frame))
+    } else {
+        String::new()
+    }
+}
+
+/// A text-only chain: one thinking turn and the answer (opened by the cell listing with
+/// `listing_thoughts`, as in [`interleaved_chain`]).
+pub fn text_chain(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    listing_thoughts: bool,
+    rng: &mut ChaCha8Rng,
+) -> Chain {
+    let look = opening_thought(scene, frame, listing_thoughts);
     let lead = pick(
         rng,
         &[
@@ -481,7 +553,17 @@ pub fn text_chain(q: &Question, scene: &Scene, frame: &Frame, rng: &mut ChaCha8R
         ],
     );
     let mut items = opening(q);
-    items.push(text(final_turn(q, scene, frame, lead, rng), true));
+    items.push(text(
+        final_turn(
+            q,
+            scene,
+            frame,
+            &format!("{look}{lead}"),
+            listing_thoughts,
+            rng,
+        ),
+        true,
+    ));
     Chain {
         question_id: q.id.clone(),
         uses_tools: false,
@@ -555,8 +637,40 @@ fn visible_left_to_right<'a>(
 /// free. It was the first text that taught the default model to look at all (docs/results.md).
 /// Deterministic, like the description.
 pub fn cells_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
+    let listed = visible_left_to_right(scene, frame).len();
+    single_turn_chain(
+        format!("{scene_id}-cells"),
+        CELLS_PROMPT,
+        format!(
+            "<think> {} </think>\n<answer> The image shows \\boxed{{{listed}}} objects. </answer>",
+            cell_listing(scene, frame),
+        ),
+    )
+}
+
+/// The visible objects in the order a cell listing names them: cells in reading order, left to
+/// right within a cell.
+fn in_listing_order<'a>(scene: &'a Scene, frame: &'a Frame) -> Vec<&'a crate::scene::Object> {
     let seen = visible_left_to_right(scene, frame);
-    let listing: Vec<String> = GRID_NAMES
+    GRID_NAMES
+        .iter()
+        .flatten()
+        .flat_map(|cell| {
+            seen.iter()
+                .filter(|(_, s)| grid_cell(frame, s.centroid) == *cell)
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// "top-left: nothing; top-center: red box; ...; bottom-right: nothing.": for each cell of the
+/// 3x3 grid in reading order, the visible objects whose centre lies in it (left to right), or
+/// "nothing". The answer of a cell-listing chain, and with listing thoughts the opening of every
+/// chain's first thinking turn.
+pub fn cell_listing(scene: &Scene, frame: &Frame) -> String {
+    let seen = visible_left_to_right(scene, frame);
+    let cells: Vec<String> = GRID_NAMES
         .iter()
         .flatten()
         .map(|cell| {
@@ -573,15 +687,7 @@ pub fn cells_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
             format!("{cell}: {what}")
         })
         .collect();
-    single_turn_chain(
-        format!("{scene_id}-cells"),
-        CELLS_PROMPT,
-        format!(
-            "<think> {}. </think>\n<answer> The image shows \\boxed{{{}}} objects. </answer>",
-            listing.join("; "),
-            seen.len()
-        ),
-    )
+    format!("{}.", cells.join("; "))
 }
 
 /// The input image, a request (no loss) and one answer turn (loss): a chain that answers no
@@ -631,11 +737,11 @@ mod tests {
             ..Default::default()
         };
         let mut seen_tools = 0;
-        for i in 0..12 {
+        for (i, listing_thoughts) in (0..12).flat_map(|i| [(i, false), (i, true)]) {
             let g = generate_scene(&cfg, i);
             let mut rng = scene_rng(4, i, 2);
             for q in &g.questions {
-                let c = interleaved_chain(q, &g.scene, &g.frame, &mut rng);
+                let c = interleaved_chain(q, &g.scene, &g.frame, listing_thoughts, &mut rng);
                 assert!(format_ok(&c), "{c:#?}");
                 match q.flag {
                     Flag::Positive => assert!(c.uses_tools),
@@ -666,11 +772,79 @@ mod tests {
                 let names_option = last.contains(&format!("That matches option {}.", q.answer));
                 assert_eq!(names_option, q.kind == AnswerKind::Mcq, "{last}");
                 assert_eq!(last.contains("That matches option"), names_option, "{last}");
-                let t = text_chain(q, &g.scene, &g.frame, &mut rng);
+                let t = text_chain(q, &g.scene, &g.frame, listing_thoughts, &mut rng);
                 assert!(format_ok(&t) && t.items.len() == 3);
             }
         }
         assert!(seen_tools > 0);
+    }
+
+    /// The loss turns of a chain, in order.
+    fn turns(c: &Chain) -> Vec<&str> {
+        c.items
+            .iter()
+            .filter_map(|i| match i {
+                ChainItem::Text {
+                    value,
+                    need_loss: true,
+                } => Some(value.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listing_thoughts_open_the_first_turn_and_answer_counts_from_the_listing() {
+        let cfg = WorldConfig {
+            seed: 5,
+            questions_per_scene: 10,
+            ..Default::default()
+        };
+        let (mut counts, mut exists) = (0, 0);
+        for i in 0..16 {
+            let g = generate_scene(&cfg, i);
+            let listing = cell_listing(&g.scene, &g.frame);
+            let (mut plain_rng, mut look_rng) = (scene_rng(5, i, 2), scene_rng(5, i, 2));
+            for q in &g.questions {
+                for make in [interleaved_chain, text_chain] {
+                    let plain = make(q, &g.scene, &g.frame, false, &mut plain_rng);
+                    let look = make(q, &g.scene, &g.frame, true, &mut look_rng);
+                    let (plain, look) = (turns(&plain), turns(&look));
+                    assert_eq!(plain.len(), look.len());
+                    let first = look[0]
+                        .strip_prefix(&format!("<think> {listing} "))
+                        .unwrap_or_else(|| panic!("{listing} opens {}", look[0]));
+                    let last = look.last().unwrap();
+                    match q.query {
+                        Query::Count { .. } => {
+                            assert!(
+                                last.contains(&format!(": {} in all.", q.answer_text)),
+                                "{last}"
+                            );
+                            counts += 1;
+                        }
+                        Query::Exists { .. } => {
+                            let found = !last.contains("Nothing in the listing matches.");
+                            assert_eq!(found, q.answer == "Yes", "{last}");
+                            exists += 1;
+                        }
+                        _ => {
+                            // Same draws, same words: only the listing was added.
+                            let single = look.len() == 1;
+                            let first_plain = plain[0].strip_prefix("<think> ").unwrap();
+                            assert_eq!(first, first_plain, "{}", q.text);
+                            if !single {
+                                assert_eq!(plain[1..], look[1..]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            counts > 0 && exists > 0,
+            "{counts} counts, {exists} existence questions"
+        );
     }
 
     /// The first 12 scenes of seed 9 with the single answer turn of `make`'s chain for each,

@@ -36,6 +36,10 @@ pub struct WorldConfig {
     pub questions_per_scene: usize,
     /// SFT chains (interleaved and text-only each) per scene, taken from its first questions.
     pub chains_per_scene: usize,
+    /// Open every chain's first thinking turn with the picture's cell listing, and answer counts
+    /// and existence from it ([`crate::chains::interleaved_chain`]).
+    #[serde(default)]
+    pub listing_thoughts: bool,
 }
 
 impl Default for WorldConfig {
@@ -46,6 +50,7 @@ impl Default for WorldConfig {
             scene: SceneConfig::default(),
             questions_per_scene: 6,
             chains_per_scene: 1,
+            listing_thoughts: false,
         }
     }
 }
@@ -149,9 +154,21 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
     let mut sft_interleaved = Vec::new();
     let mut sft_text = Vec::new();
     for q in g.questions.iter().take(config.chains_per_scene) {
-        let c = interleaved_chain(q, &g.scene, &g.frame, &mut chain_rng);
+        let c = interleaved_chain(
+            q,
+            &g.scene,
+            &g.frame,
+            config.listing_thoughts,
+            &mut chain_rng,
+        );
         sft_interleaved.push(sft_row(&c, q, &images));
-        let t = text_chain(q, &g.scene, &g.frame, &mut chain_rng);
+        let t = text_chain(
+            q,
+            &g.scene,
+            &g.frame,
+            config.listing_thoughts,
+            &mut chain_rng,
+        );
         sft_text.push(sft_row(&t, q, &images));
     }
     let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);

@@ -495,7 +495,7 @@ fn describe(color: Option<ObjColor>, kind: Option<ShapeKind>, plural: bool) -> S
     }
 }
 
-fn matches(o: &Object, color: Option<ObjColor>, kind: Option<ShapeKind>) -> bool {
+pub(crate) fn matches(o: &Object, color: Option<ObjColor>, kind: Option<ShapeKind>) -> bool {
     color.is_none_or(|c| o.color == c) && kind.is_none_or(|k| o.kind == k)
 }
 

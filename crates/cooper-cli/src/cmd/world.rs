@@ -39,6 +39,10 @@ pub struct WorldArgs {
     /// Probability that a scene has walls.
     #[arg(long, default_value_t = 0.5)]
     pub room_probability: f64,
+    /// Open every SFT chain's first thinking turn with the picture's cell-by-cell listing, and
+    /// answer counting and existence questions from it.
+    #[arg(long)]
+    pub listing_thoughts: bool,
 }
 
 pub fn run(args: WorldArgs) -> anyhow::Result<()> {
@@ -55,6 +59,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         },
         questions_per_scene: args.questions,
         chains_per_scene: args.chains,
+        listing_thoughts: args.listing_thoughts,
     };
     let bar = ProgressBar::new(args.scenes);
     bar.set_style(
