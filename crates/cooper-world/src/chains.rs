@@ -451,23 +451,14 @@ pub fn interleaved_chain(
         } else {
             "The image alone is clear enough here, so I will answer without extra tools. "
         };
-        let mut items = opening(q);
-        items.push(text(
-            final_turn(
-                q,
-                scene,
-                frame,
-                &format!("{look}{lead}"),
-                listing_thoughts,
-                rng,
-            ),
-            true,
-        ));
-        return Chain {
-            question_id: q.id.clone(),
-            uses_tools: false,
-            items,
-        };
+        return tool_free_chain(
+            q,
+            scene,
+            frame,
+            &format!("{look}{lead}"),
+            listing_thoughts,
+            rng,
+        );
     }
     let rel = frame.relative_depth();
     let mut items = opening(q);
@@ -552,16 +543,28 @@ pub fn text_chain(
             "Looking at the objects in the picture: ",
         ],
     );
+    tool_free_chain(
+        q,
+        scene,
+        frame,
+        &format!("{look}{lead}"),
+        listing_thoughts,
+        rng,
+    )
+}
+
+/// A chain that answers at once: the opening and one final turn led by `lead`.
+fn tool_free_chain(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    lead: &str,
+    listing_thoughts: bool,
+    rng: &mut ChaCha8Rng,
+) -> Chain {
     let mut items = opening(q);
     items.push(text(
-        final_turn(
-            q,
-            scene,
-            frame,
-            &format!("{look}{lead}"),
-            listing_thoughts,
-            rng,
-        ),
+        final_turn(q, scene, frame, lead, listing_thoughts, rng),
         true,
     ));
     Chain {
@@ -651,15 +654,29 @@ pub fn cells_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
 /// The visible objects in the order a cell listing names them: cells in reading order, left to
 /// right within a cell.
 fn in_listing_order<'a>(scene: &'a Scene, frame: &'a Frame) -> Vec<&'a crate::scene::Object> {
+    objects_by_cell(scene, frame)
+        .into_iter()
+        .flat_map(|(_, here)| here)
+        .collect()
+}
+
+/// Each cell of the 3x3 grid in reading order with the visible objects whose centre lies in it,
+/// left to right.
+fn objects_by_cell<'a>(
+    scene: &'a Scene,
+    frame: &'a Frame,
+) -> Vec<(&'static str, Vec<&'a crate::scene::Object>)> {
     let seen = visible_left_to_right(scene, frame);
     GRID_NAMES
         .iter()
         .flatten()
-        .flat_map(|cell| {
-            seen.iter()
+        .map(|cell| {
+            let here = seen
+                .iter()
                 .filter(|(_, s)| grid_cell(frame, s.centroid) == *cell)
                 .map(|(o, _)| *o)
-                .collect::<Vec<_>>()
+                .collect();
+            (*cell, here)
         })
         .collect()
 }
@@ -669,20 +686,14 @@ fn in_listing_order<'a>(scene: &'a Scene, frame: &'a Frame) -> Vec<&'a crate::sc
 /// "nothing". The answer of a cell-listing chain, and with listing thoughts the opening of every
 /// chain's first thinking turn.
 pub fn cell_listing(scene: &Scene, frame: &Frame) -> String {
-    let seen = visible_left_to_right(scene, frame);
-    let cells: Vec<String> = GRID_NAMES
-        .iter()
-        .flatten()
-        .map(|cell| {
-            let here: Vec<String> = seen
-                .iter()
-                .filter(|(_, s)| grid_cell(frame, s.centroid) == *cell)
-                .map(|(o, _)| o.name())
-                .collect();
+    let cells: Vec<String> = objects_by_cell(scene, frame)
+        .into_iter()
+        .map(|(cell, here)| {
             let what = if here.is_empty() {
                 "nothing".to_string()
             } else {
-                here.join(" and ")
+                let names: Vec<String> = here.iter().map(|o| o.name()).collect();
+                names.join(" and ")
             };
             format!("{cell}: {what}")
         })
