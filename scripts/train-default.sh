@@ -10,7 +10,8 @@
 # GROUNDED=1 runs the ninth run's recipe instead (docs/results.md; an experiment): the `vit` stage
 # beside ae, the ViT frozen from then on, a grounding SFT on the cell listings (GROUND_STEPS, 400)
 # between amg and SFT, chains whose first thought opens with the picture's cell listing, and SFT
-# without system prompts that also learns the listings. scripts/ablation.sh supports only the default recipe.
+# without system prompts that also learns the listings; about two hours on 2 cores, over the issue's
+# 90-minute budget. scripts/ablation.sh supports only the default recipe.
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
