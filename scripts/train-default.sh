@@ -5,7 +5,7 @@
 #
 # Usage: scripts/train-default.sh [OUT_DIR]      (default runs/default)
 # Knobs (environment): SCENES, EVAL_SCENES, EVAL_LIMIT, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS
-# (VIT_STEPS, GROUND_STEPS with GROUNDED=1), and
+# (VIT_STEPS, GROUND_STEPS, VIT_COLOR with GROUNDED=1), and
 # QUICK=1 for a smoke run of every stage in a few minutes (tiny step counts; not a useful model).
 # GROUNDED=1 runs the ninth run's recipe instead (docs/results.md; an experiment): the `vit` stage
 # beside ae, the ViT frozen from then on, a grounding SFT on the cell listings (GROUND_STEPS, 400)
@@ -31,6 +31,8 @@ AMG_STEPS=${AMG_STEPS:-700}
 GROUNDED=${GROUNDED:-0}
 VIT_STEPS=${VIT_STEPS:-3000}
 GROUND_STEPS=${GROUND_STEPS:-400}
+# Weight of the vit stage's object-colour head (vit.color_weight; 0 leaves it out, as in the ninth run).
+VIT_COLOR=${VIT_COLOR:-0}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
@@ -59,7 +61,8 @@ if [[ "$GROUNDED" == 1 ]]; then
   # ae and vit train separate parts of the base model: side by side, one thread each.
   ( export RAYON_NUM_THREADS=1
     stage vit vit --model "$OUT/base" --data "${STAGE1[@]}" --steps "$VIT_STEPS" --set optim.lr=1e-3 \
-      --set data.max_depth=20.0 --set data.flip_prob=0.5 --set vit.class_balance=0.5 ) > "$OUT/vit.log" 2>&1 &
+      --set data.max_depth=20.0 --set data.flip_prob=0.5 --set vit.class_balance=0.5 \
+      --set vit.color_weight="$VIT_COLOR" ) > "$OUT/vit.log" 2>&1 &
   vit_pid=$!
   RAYON_NUM_THREADS=1 stage ae ae --model "$OUT/base" --data "${STAGE1[@]}" --steps "$AE_STEPS" "${AE_SET[@]}"
   wait "$vit_pid" || { echo "vit failed: see $OUT/vit.log" >&2; exit 1; }

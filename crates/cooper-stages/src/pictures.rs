@@ -165,8 +165,17 @@ pub fn vit_patches(
     dtype: DType,
     device: &Device,
 ) -> Result<(Tensor, usize, usize)> {
-    let resized = vit_resize.resize(img)?;
-    let px = to_tensor(&resized, device)?;
+    patches_of(&vit_resize.resize(img)?, patch, dtype, device)
+}
+
+/// ViT patches of a picture already at the ViT input size: (N, 3p²), height, width.
+pub fn patches_of(
+    resized: &RgbImage,
+    patch: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, usize, usize)> {
+    let px = to_tensor(resized, device)?;
     let (_, h, w) = px.dims3()?;
     Ok((patchify(&px, patch)?.to_dtype(dtype)?, h, w))
 }

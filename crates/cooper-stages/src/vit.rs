@@ -10,6 +10,9 @@
 //! colours are ADE20K palette entries) and its mean depth (from the depth maps, as stage 1's
 //! [−1, 1] pseudo-image value). Linear heads keep the work in the ViT: the features themselves
 //! must make class and depth readable, which is what the connector and the LLM then rely on.
+//! A third head (`vit.color_weight`) regresses the mean colour of each patch's object pixels:
+//! the segmentation classes are shapes, and a ViT trained on shape and depth alone, then frozen,
+//! need not keep the hue by which questions name objects ("the red cube").
 //!
 //! Only `vit_model.*` is trained; the heads live in
 //! the run's checkpoints (for resume) but not in the exported folder, whose weights keep the
@@ -19,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
-use cooper_train::config::TrainConfig;
-use cooper_world::palette::ADE20K_PALETTE;
+use cooper_train::config::{TrainConfig, VitTrainConfig};
+use cooper_world::palette::{ADE20K_PALETTE, ADE_FLOOR, ADE_SKY, ADE_WALL};
 use cooper_world::readers::{read_stage1_index, Stage1Target};
 use image::{imageops::FilterType, RgbImage};
 use rand::Rng;
@@ -30,7 +33,7 @@ use crate::driver::{drive, finish, open_loop, Micro, RunOptions, StageReport};
 use crate::error::{Result, StageError};
 use crate::model::{export_model_folder, sorted_vars, ExportedWeights, TrainableModel};
 use crate::pictures::{
-    depth_target, load_rgb, picture_size, resize_to, resizes, vit_patches, DepthEncoding,
+    depth_target, load_rgb, patches_of, picture_size, resize_to, resizes, DepthEncoding,
 };
 
 /// Classes of the class head: the ADE20K palette (index 0 is "other").
@@ -38,6 +41,15 @@ pub const CLASS_COUNT: usize = ADE20K_PALETTE.len();
 
 /// Name prefix of the heads' weights in checkpoints (never exported).
 pub const HEAD_PREFIX: &str = "vit_pretrain_head";
+
+/// Palette classes that are not objects for the colour head: ADE20K's "other" (0), sky, floor
+/// and wall, the world's background.
+pub const BACKGROUND_CLASSES: [usize; 4] =
+    [0, ADE_SKY as usize, ADE_FLOOR as usize, ADE_WALL as usize];
+
+/// A patch gets a colour target when at least this share of its pixels are object pixels: below
+/// it the mean would be a sliver's edge, blended with the floor by the resize.
+pub const MIN_OBJECT_SHARE: f32 = 0.125;
 
 /// One picture and the dense targets the stage-1 files give for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,15 +154,76 @@ pub fn class_histograms(
     Ok((hist, mask))
 }
 
-/// The two linear heads on the ViT's output tokens.
+/// Per-patch mean colour of the object pixels of a picture and its segmentation map, both at
+/// the ViT input size: (rows·cols·3) values in [−1, 1], row-major by patch, and a per-patch 1/0
+/// mask (1 where at least [`MIN_OBJECT_SHARE`] of the patch's pixels are object pixels, i.e.
+/// have a palette colour whose class is not in [`BACKGROUND_CLASSES`]).
+pub fn object_colors(
+    rgb: &RgbImage,
+    seg: &RgbImage,
+    patch: usize,
+    lookup: &HashMap<[u8; 3], usize>,
+    what: &str,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    if rgb.dimensions() != seg.dimensions() {
+        return Err(StageError::Input(format!(
+            "{what}: the segmentation map is {:?} px at the ViT size but the picture is {:?}",
+            seg.dimensions(),
+            rgb.dimensions()
+        )));
+    }
+    let (w, h) = (seg.width() as usize, seg.height() as usize);
+    let (rows, cols) = (h / patch, w / patch);
+    let mut sums = vec![0f32; rows * cols * 3];
+    let mut counts = vec![0f32; rows * cols];
+    for (x, y, px) in seg.enumerate_pixels() {
+        let (r, c) = (y as usize / patch, x as usize / patch);
+        if r >= rows || c >= cols {
+            continue;
+        }
+        match lookup.get(&px.0) {
+            Some(class) if !BACKGROUND_CLASSES.contains(class) => {
+                let k = r * cols + c;
+                for (ch, v) in rgb.get_pixel(x, y).0.iter().enumerate() {
+                    sums[k * 3 + ch] += f32::from(*v);
+                }
+                counts[k] += 1.0;
+            }
+            _ => {}
+        }
+    }
+    let min = MIN_OBJECT_SHARE * (patch * patch) as f32;
+    let mut mask = vec![0f32; rows * cols];
+    for (k, &n) in counts.iter().enumerate() {
+        if n >= min {
+            mask[k] = 1.0;
+            for v in &mut sums[k * 3..(k + 1) * 3] {
+                *v = *v / n / 127.5 - 1.0;
+            }
+        } else {
+            sums[k * 3..(k + 1) * 3].fill(0.0);
+        }
+    }
+    Ok((sums, mask))
+}
+
+/// The linear heads on the ViT's output tokens: class and depth, and the object colour when its
+/// weight is not 0.
 pub struct DenseHeads {
     class: Linear,
     depth: Linear,
+    color: Option<Linear>,
 }
 
 impl DenseHeads {
-    /// Zero-initialised heads (deterministic; the ViT's gradient starts once they move).
-    pub fn new(vit_hidden: usize, varmap: &VarMap, device: &Device) -> Result<Self> {
+    /// Zero-initialised heads (deterministic; the ViT's gradient starts once they move); the
+    /// colour head only `with_color`.
+    pub fn new(
+        vit_hidden: usize,
+        with_color: bool,
+        varmap: &VarMap,
+        device: &Device,
+    ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, DType::F32, device).pp(HEAD_PREFIX);
         let zeros = candle_nn::Init::Const(0.0);
         let linear = |out: usize, name: &str| -> Result<Linear> {
@@ -162,6 +235,11 @@ impl DenseHeads {
         Ok(Self {
             class: linear(CLASS_COUNT, "class")?,
             depth: linear(1, "depth")?,
+            color: if with_color {
+                Some(linear(3, "color")?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -176,6 +254,10 @@ pub struct PatchTargets {
     pub depth: Tensor,
     /// (N,) 1 where `depth` is defined.
     pub depth_mask: Tensor,
+    /// (N, 3) mean RGB of the patch's object pixels, in [−1, 1].
+    pub colors: Tensor,
+    /// (N,) 1 where `colors` is defined.
+    pub color_mask: Tensor,
 }
 
 /// Class weights f_c^−α from pixel shares `shares` (CLASS_COUNT), scaled so that Σ f_c·w_c = 1;
@@ -200,15 +282,16 @@ pub fn class_weights(shares: &[f64], alpha: f64) -> Vec<f32> {
 }
 
 /// The loss of ViT features (N, H_v) against `targets`: (weighted total, metrics).
-/// `class_weights` (CLASS_COUNT) weigh each class in the cross-entropy.
+/// `class_weights` (CLASS_COUNT) weigh each class in the cross-entropy; `weights` holds each
+/// head's weight in the total.
 pub fn dense_loss(
     heads: &DenseHeads,
     feats: &Tensor,
     targets: &PatchTargets,
     class_weights: &Tensor,
-    class_weight: f64,
-    depth_weight: f64,
+    weights: &VitTrainConfig,
 ) -> Result<(Tensor, BTreeMap<String, f64>)> {
+    let (class_weight, depth_weight) = (weights.class_weight, weights.depth_weight);
     let feats = feats.to_dtype(DType::F32)?;
     let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
     let mut metrics = BTreeMap::new();
@@ -239,6 +322,16 @@ pub fn dense_loss(
         let mse = ((err * &targets.depth_mask)?.sum_all()? / depth_n)?;
         metrics.insert("depth_mse".to_string(), scalar(&mse)?);
         total = (total + (mse * depth_weight)?)?;
+    }
+    let color_n = scalar(&targets.color_mask.sum_all()?)?;
+    if let (Some(head), true) = (&heads.color, color_n > 0.0 && weights.color_weight > 0.0) {
+        // Summed over the three channels: the squared colour distance per patch.
+        let err = (head.forward(&feats)? - &targets.colors)?
+            .sqr()?
+            .sum(D::Minus1)?;
+        let mse = ((err * &targets.color_mask)?.sum_all()? / color_n)?;
+        metrics.insert("color_mse".to_string(), scalar(&mse)?);
+        total = (total + (mse * weights.color_weight)?)?;
     }
     Ok((total, metrics))
 }
@@ -290,6 +383,8 @@ struct Sample {
     class_mask: Vec<f32>,
     depth: Tensor,
     depth_mask: Vec<f32>,
+    colors: Vec<f32>,
+    color_mask: Vec<f32>,
 }
 
 struct Loader<'a> {
@@ -305,6 +400,17 @@ impl Loader<'_> {
         self.model.model.config.vit.patch_size
     }
 
+    /// The segmentation map at `path`, resized to the ViT input size `(w, h)` (nearest, so that
+    /// every pixel keeps a palette colour).
+    fn seg_at(&self, path: &Path, size: (u32, u32), flip: bool) -> Result<RgbImage> {
+        let mut seg =
+            image::imageops::resize(&load_rgb(path)?, size.0, size.1, FilterType::Nearest);
+        if flip {
+            image::imageops::flip_horizontal_in_place(&mut seg);
+        }
+        Ok(seg)
+    }
+
     /// Per-patch class histograms and their mask from the segmentation map at `path`, resized
     /// to the ViT input size `(w, h)`.
     fn class_targets(
@@ -313,13 +419,8 @@ impl Loader<'_> {
         size: (u32, u32),
         flip: bool,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let mut seg =
-            image::imageops::resize(&load_rgb(path)?, size.0, size.1, FilterType::Nearest);
-        if flip {
-            image::imageops::flip_horizontal_in_place(&mut seg);
-        }
         class_histograms(
-            &seg,
+            &self.seg_at(path, size, flip)?,
             self.patch_size(),
             &self.lookup,
             &path.display().to_string(),
@@ -334,24 +435,32 @@ impl Loader<'_> {
         Ok(self.vit_resize.target_size(vae_size.0, vae_size.1)?)
     }
 
-    fn load(&self, picture: &VitPicture, flip: bool) -> Result<Sample> {
+    /// One picture and its targets; the object colours only `with_color`.
+    fn load(&self, picture: &VitPicture, flip: bool, with_color: bool) -> Result<Sample> {
         let p = self.patch_size();
         let rgb = load_rgb(&picture.rgb)?;
         let vae_size = self.vae_resize.target_size(rgb.width(), rgb.height())?;
         // Flipped before the ViT resize: the resize filter is symmetric, so this is the flip of
         // what inference sees, up to rounding.
-        let (patches, h, w) = vit_patches(
-            &resize_to(&rgb, vae_size, flip),
-            &self.vit_resize,
-            p,
-            self.model.model.dtype(),
-            self.device,
-        )?;
+        let vit_rgb = self.vit_resize.resize(&resize_to(&rgb, vae_size, flip))?;
+        let (patches, h, w) = patches_of(&vit_rgb, p, self.model.model.dtype(), self.device)?;
         let n = patches.dim(0)?;
         let position_ids = self.model.model.vit_position_ids(h, w)?;
-        let (classes, class_mask) = match &picture.seg {
-            Some(path) => self.class_targets(path, (w as u32, h as u32), flip)?,
+        let seg = match &picture.seg {
+            Some(path) => Some((self.seg_at(path, (w as u32, h as u32), flip)?, path)),
+            None => None,
+        };
+        let (classes, class_mask) = match &seg {
+            Some((map, path)) => {
+                class_histograms(map, p, &self.lookup, &path.display().to_string())?
+            }
             None => (vec![0.0; n * CLASS_COUNT], vec![0.0; n]),
+        };
+        let (colors, color_mask) = match &seg {
+            Some((map, path)) if with_color => {
+                object_colors(&vit_rgb, map, p, &self.lookup, &path.display().to_string())?
+            }
+            _ => (vec![0.0; n * 3], vec![0.0; n]),
         };
         let (depth, depth_mask) = match &picture.depth {
             Some((path, enc)) => {
@@ -375,6 +484,8 @@ impl Loader<'_> {
             class_mask,
             depth,
             depth_mask,
+            colors,
+            color_mask,
         })
     }
 }
@@ -422,6 +533,8 @@ fn pack(
         class_mask: Tensor::from_vec(flat(&|s| &s.class_mask), n, device)?,
         depth,
         depth_mask: Tensor::from_vec(flat(&|s| &s.depth_mask), n, device)?,
+        colors: Tensor::from_vec(flat(&|s| &s.colors), (n, 3), device)?,
+        color_mask: Tensor::from_vec(flat(&|s| &s.color_mask), n, device)?,
     };
     Ok((patches, ids, seqlens, targets))
 }
@@ -445,7 +558,13 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
         ));
     }
     let heads_map = VarMap::new();
-    let heads = DenseHeads::new(model.model.config.vit.hidden_size, &heads_map, device)?;
+    let with_color = config.vit.color_weight > 0.0;
+    let heads = DenseHeads::new(
+        model.model.config.vit.hidden_size,
+        with_color,
+        &heads_map,
+        device,
+    )?;
     params.extend(sorted_vars(&heads_map)?);
 
     let pictures = collect_pictures(config)?;
@@ -477,18 +596,11 @@ pub fn train(config: &TrainConfig, opts: &RunOptions) -> Result<StageReport> {
             order.advance(&mut cursor);
             *run.data_cursor_mut() = cursor;
             let flip = run.rng().random::<f64>() < config.data.flip_prob;
-            samples.push(loader.load(&pictures[idx], flip)?);
+            samples.push(loader.load(&pictures[idx], flip, with_color)?);
         }
         let (patches, ids, seqlens, targets) = pack(samples, device)?;
         let feats = model.model.vit_model.forward(&patches, &ids, &seqlens)?;
-        let (loss, metrics) = dense_loss(
-            &heads,
-            &feats,
-            &targets,
-            &class_weights_t,
-            vit_cfg.class_weight,
-            vit_cfg.depth_weight,
-        )?;
+        let (loss, metrics) = dense_loss(&heads, &feats, &targets, &class_weights_t, vit_cfg)?;
         Ok(Micro {
             loss,
             metrics,
@@ -546,6 +658,34 @@ mod tests {
     }
 
     #[test]
+    fn object_colors_average_object_pixels_of_patches_that_are_enough_object() {
+        let lookup = palette_lookup();
+        let cube = ADE20K_PALETTE[8];
+        let floor = ADE20K_PALETTE[ADE_FLOOR as usize];
+        // 8×4 in 4-px patches. Patch 0: four cube pixels (a quarter), two red and two black;
+        // patch 1: one cube pixel (1/16, under MIN_OBJECT_SHARE) and floor.
+        let mut seg = RgbImage::from_pixel(8, 4, image::Rgb(floor));
+        let mut rgb = RgbImage::from_pixel(8, 4, image::Rgb([0, 0, 255]));
+        for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1), (5, 3)] {
+            seg.put_pixel(x, y, image::Rgb(cube));
+        }
+        for (x, y) in [(0, 0), (1, 0)] {
+            rgb.put_pixel(x, y, image::Rgb([255, 0, 0]));
+        }
+        for (x, y) in [(0, 1), (1, 1)] {
+            rgb.put_pixel(x, y, image::Rgb([0, 0, 0]));
+        }
+        let (colors, mask) = object_colors(&rgb, &seg, 4, &lookup, "m").unwrap();
+        assert_eq!(mask, vec![1.0, 0.0]);
+        // Mean (127.5, 0, 0) → (0, −1, −1); the floor's blue is not counted.
+        assert_eq!(colors, vec![0.0, -1.0, -1.0, 0.0, 0.0, 0.0]);
+
+        let small = RgbImage::new(4, 4);
+        let err = object_colors(&small, &seg, 4, &lookup, "map.png").unwrap_err();
+        assert!(err.to_string().contains("map.png"), "{err}");
+    }
+
+    #[test]
     fn patch_accuracy_weighs_each_class_alike() {
         // Class 1: 3 of 4 right; class 2: 0 of 1; the last patch has no target.
         let (acc, recall) = patch_accuracy(
@@ -574,7 +714,7 @@ mod tests {
     fn dense_loss_is_zero_weighted_away_and_masks_missing_targets() {
         let dev = Device::Cpu;
         let map = VarMap::new();
-        let heads = DenseHeads::new(4, &map, &dev).unwrap();
+        let heads = DenseHeads::new(4, true, &map, &dev).unwrap();
         let feats = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
         let mut classes = vec![0f32; 2 * CLASS_COUNT];
         classes[5] = 1.0;
@@ -583,22 +723,42 @@ mod tests {
             class_mask: Tensor::new(&[1f32, 0.0], &dev).unwrap(),
             depth: Tensor::new(&[0.5f32, -0.5], &dev).unwrap(),
             depth_mask: Tensor::new(&[1f32, 1.0], &dev).unwrap(),
+            colors: Tensor::new(&[[0.5f32, -0.5, 1.0], [9.0, 9.0, 9.0]], &dev).unwrap(),
+            color_mask: Tensor::new(&[1f32, 0.0], &dev).unwrap(),
+        };
+        let weights = |class_weight, depth_weight, color_weight| VitTrainConfig {
+            class_weight,
+            depth_weight,
+            color_weight,
+            ..VitTrainConfig::default()
         };
         // Zero heads: uniform logits (CE = ln C over the one masked-in patch), depth 0.
         let ones = Tensor::ones(CLASS_COUNT, DType::F32, &dev).unwrap();
-        let (loss, m) = dense_loss(&heads, &feats, &targets, &ones, 1.0, 2.0).unwrap();
+        let (loss, m) =
+            dense_loss(&heads, &feats, &targets, &ones, &weights(1.0, 2.0, 0.0)).unwrap();
         let ln_c = (CLASS_COUNT as f64).ln();
         assert!((m["class_ce"] - ln_c).abs() < 1e-5, "{m:?}");
         assert!((m["depth_mse"] - 0.25).abs() < 1e-6, "{m:?}");
         let total = loss.to_scalar::<f32>().unwrap() as f64;
         assert!((total - (ln_c + 0.5)).abs() < 1e-5);
-        let (_, m) = dense_loss(&heads, &feats, &targets, &ones, 0.0, 1.0).unwrap();
+        assert!(!m.contains_key("color_mse"));
+        let (_, m) = dense_loss(&heads, &feats, &targets, &ones, &weights(0.0, 1.0, 0.0)).unwrap();
         assert!(!m.contains_key("class_ce"));
+        // Zero colour head: squared distance 0.25 + 0.25 + 1 on the one masked-in patch (the
+        // second patch's 9s would add 243).
+        let (loss, m) =
+            dense_loss(&heads, &feats, &targets, &ones, &weights(0.0, 0.0, 2.0)).unwrap();
+        assert!((m["color_mse"] - 1.5).abs() < 1e-6, "{m:?}");
+        assert!((loss.to_scalar::<f32>().unwrap() - 3.0).abs() < 1e-6);
+        let no_color = DenseHeads::new(4, false, &VarMap::new(), &dev).unwrap();
+        let (_, m) =
+            dense_loss(&no_color, &feats, &targets, &ones, &weights(0.0, 1.0, 2.0)).unwrap();
+        assert!(!m.contains_key("color_mse"));
         // Class 5 weighed twice: twice the cross-entropy.
         let mut w = vec![1f32; CLASS_COUNT];
         w[5] = 2.0;
         let w = Tensor::from_vec(w, CLASS_COUNT, &dev).unwrap();
-        let (_, m) = dense_loss(&heads, &feats, &targets, &w, 1.0, 0.0).unwrap();
+        let (_, m) = dense_loss(&heads, &feats, &targets, &w, &weights(1.0, 0.0, 0.0)).unwrap();
         assert!((m["class_ce"] - 2.0 * ln_c).abs() < 1e-5, "{m:?}");
     }
 

@@ -366,6 +366,12 @@ pub struct VitTrainConfig {
     /// pixel weighs 1 on average. 0 weighs every pixel alike; 1 weighs every class alike.
     #[serde(default)]
     pub class_balance: f64,
+    /// Weight of the per-patch object-colour MSE: the mean RGB (in [-1, 1]) of the patch's
+    /// object pixels (palette classes other than sky, floor and wall), on patches that are at
+    /// least an eighth object. Class and depth alone let a frozen ViT drop hue, by which the
+    /// questions name objects. 0 (the default) leaves the head out.
+    #[serde(default)]
+    pub color_weight: f64,
 }
 
 impl Default for VitTrainConfig {
@@ -375,6 +381,7 @@ impl Default for VitTrainConfig {
             class_weight: 1.0,
             depth_weight: 1.0,
             class_balance: 0.0,
+            color_weight: 0.0,
         }
     }
 }
@@ -757,13 +764,15 @@ impl TrainConfig {
                 return bad("vit.batch_size must be at least 1".to_string());
             }
             let weight_ok = |w: f64| w.is_finite() && w >= 0.0;
-            if !(weight_ok(v.class_weight) && weight_ok(v.depth_weight))
-                || v.class_weight + v.depth_weight == 0.0
+            if !(weight_ok(v.class_weight)
+                && weight_ok(v.depth_weight)
+                && weight_ok(v.color_weight))
+                || v.class_weight + v.depth_weight + v.color_weight == 0.0
             {
                 return bad(format!(
-                    "vit.class_weight and vit.depth_weight must be finite, ≥ 0 and not both 0, \
-                     got {} and {}",
-                    v.class_weight, v.depth_weight
+                    "vit.class_weight, vit.depth_weight and vit.color_weight must be finite, ≥ 0 \
+                     and not all 0, got {}, {} and {}",
+                    v.class_weight, v.depth_weight, v.color_weight
                 ));
             }
             if !(0.0..=1.0).contains(&v.class_balance) {
