@@ -5,8 +5,8 @@
 # Usage: scripts/diagnostics/option-lookup.sh RUN OUT
 #   RUN: a folder of `GROUNDED=1 scripts/train-default.sh RUN` (its world, heldout, base, ae and
 #   ground stages are used); OUT: where the rows, models and reports go.
-# About 9,500 SFT steps, 3-4 hours on 2 cores (1.2-1.4 s a step); an experiment whose model folder
-# exists is skipped. QUICK=1 runs every step with tiny step and row counts: a check that the
+# About 11,800 SFT steps, some 2 hours on 2 cores (0.43 s a step for the text-only rows; never
+# timed end to end); an experiment whose model folder exists is skipped. QUICK=1 runs every step with tiny step and row counts: a check that the
 # script works, whose figures mean nothing (with a `QUICK=1 GROUNDED=1 scripts/train-default.sh` RUN).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +22,8 @@ mkdir -p "$OUT"
 [[ -f "$OUT/lookup.jsonl" ]] || $ROWS lookup "$OUT/lookup.jsonl" "$(rows 20000)" 6 1
 [[ -f "$OUT/copy.jsonl" ]] || $ROWS copy "$OUT/copy.jsonl" "$(rows 5000)" 6 2
 [[ -f "$OUT/induction.jsonl" ]] || $ROWS induction "$RUN/world" "$OUT/induction.jsonl" "$(rows 20000)" 3
+[[ -f "$OUT/named.jsonl" ]] || $ROWS named "$OUT/named.jsonl" "$(rows 20000)" 6 1
+[[ -f "$OUT/restated.jsonl" ]] || $ROWS restated "$OUT/restated.jsonl" "$(rows 20000)" 6 1
 [[ -f "$OUT/probe-lookup.jsonl" ]] || $ROWS lookup "$OUT/probe-lookup.jsonl" 200 6 99
 [[ -f "$OUT/probe-induction.jsonl" ]] || $ROWS induction-probe "$RUN/world" "$OUT/probe-induction.jsonl" 200 123
 [[ -f "$OUT/probe-induction-no-copy.jsonl" ]] ||
@@ -30,8 +32,9 @@ mkdir -p "$OUT"
 # The recipe's SFT settings without the system prompt, the ViT frozen.
 SFT=(--set optim.warmup_steps=50 --set data.expected_num_tokens=2048 --set run.save_every=100000
   --set sft.match_inference_context=true --set sft.omit_system_prompt=true --set freeze.vit=true)
-# sft NAME FROM DATA STEPS [--set ...]: the run, then the mean CE per problem (15 answer tokens)
-# of each 100-step window. The model's configuration is read from $CONFIG (default RUN/ae/model).
+# sft NAME FROM DATA STEPS [--set ...]: the run, then the mean CE of each 100-step window, per
+# token and per problem (15 answer tokens). The model's configuration is read from $CONFIG
+# (default RUN/ae/model).
 sft() {
   local name=$1 from=$2 data=$3 steps=$4; shift 4
   [[ -f "$OUT/$name/model/llm_config.json" ]] || "$BIN" train sft --model "${CONFIG:-$RUN/ae/model}" \
@@ -41,17 +44,20 @@ sft() {
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"ce"' in l]
 w = [rows[a:a + 100] for a in range(0, len(rows), 100)]
-print(sys.argv[2], "CE per 15 answer tokens, 100-step windows:",
-      [round(15 * sum(r["ce"] * r["ce_tokens"] for r in x) / sum(r["ce_tokens"] for r in x), 3) for x in w])
+per_token = [sum(r["ce"] * r["ce_tokens"] for r in x) / sum(r["ce_tokens"] for r in x) for x in w]
+# A lookup or direct answer is 15 scored tokens; the induction rows' figure is the per-token one.
+print(sys.argv[2], "mean CE by 100-step window, per token:", [round(c, 3) for c in per_token],
+      "per 15 tokens:", [round(15 * c, 3) for c in per_token])
 PY
 }
-# probe NAME DATA: mean CE per token of OUT/NAME/model on DATA at learning rate 0.
+# probe MODEL DATA: mean CE per token of the model folder MODEL on DATA at learning rate 0.
 probe() {
-  "$BIN" train sft --model "$RUN/ae/model" --init-from "$OUT/$1/model" --data "$2" --steps "$(steps 10)" \
+  rm -rf "$OUT/probe.tmp"
+  "$BIN" train sft --model "$RUN/ae/model" --init-from "$1" --data "$2" --steps "$(steps 10)" \
     --set optim.lr=0 --set optim.warmup_steps=0 --set data.expected_num_tokens=2048 \
     --set sft.match_inference_context=true --set sft.omit_system_prompt=true --set freeze.vit=true \
     --out "$OUT/probe.tmp" > "$OUT/probe.log" 2>&1
-  python3 - "$OUT/probe.tmp/metrics.jsonl" "$1" "$(basename "$2")" <<'PY'
+  python3 - "$OUT/probe.tmp/metrics.jsonl" "$(basename "$1")" "$(basename "$2")" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"ce"' in l]
 print(sys.argv[2], "on", sys.argv[3], round(sum(r["ce"] * r["ce_tokens"] for r in rows) / sum(r["ce_tokens"] for r in rows), 4), "nats/token")
@@ -72,16 +78,33 @@ sft hint-from-base-qk3 "$OUT/base-qk3" "$OUT/train_hint1.jsonl" 600 && direct_ev
 sft lookup "$RUN/base" "$OUT/lookup.jsonl" 800
 sft lookup-lr3e-3 "$RUN/base" "$OUT/lookup.jsonl" 800 --set optim.lr=3e-3
 sft copy "$RUN/base" "$OUT/copy.jsonl" 300
-sft induction "$RUN/base" "$OUT/induction.jsonl" 1500
-sft induction-more "$OUT/induction/model" "$OUT/induction.jsonl" 4000
-# The same induction rows with a RoPE base of 10,000 (Qwen2's is 10^6), configuration and weights.
+# Induction rows: one run of 5,000 steps, a checkpoint every 500, each checkpoint probed.
+sft induction "$RUN/base" "$OUT/induction.jsonl" 5000 --set run.save_every=500 --set run.keep_last=20
+for ckpt in "$OUT"/induction/0*/; do
+  at=$OUT/induction-at-$(basename "$ckpt")
+  [[ -d "$at" ]] || python3 scripts/diagnostics/merge_checkpoint.py "$RUN/base" "$ckpt" "$at"
+  for p in probe-induction probe-induction-no-copy probe-lookup; do probe "$at" "$OUT/$p.jsonl"; done
+done
+# The same induction rows with a RoPE base of 10,000 (Qwen2's is 10^6), configuration and weights,
+# and with the QK-norm weights also scaled by 3.
 for d in ae-rope1e4 base-rope1e4; do
   src=$RUN/ae/model; [[ $d == base-rope1e4 ]] && src=$RUN/base
   [[ -d "$OUT/$d" ]] || { cp -r "$src" "$OUT/$d.tmp" &&
     sed -i 's/"rope_theta": 1000000.0/"rope_theta": 10000.0/' "$OUT/$d.tmp/llm_config.json" &&
     grep -q '"rope_theta": 10000.0' "$OUT/$d.tmp/llm_config.json" && mv "$OUT/$d.tmp" "$OUT/$d"; }
 done
+[[ -d "$OUT/base-rope1e4-qk3" ]] ||
+  python3 scripts/diagnostics/scale_qk_norms.py "$OUT/base-rope1e4" "$OUT/base-rope1e4-qk3" 3
 CONFIG=$OUT/ae-rope1e4 sft induction-rope1e4 "$OUT/base-rope1e4" "$OUT/induction.jsonl" 600
-for m in induction induction-more; do
-  for p in probe-induction probe-induction-no-copy probe-lookup; do probe "$m" "$OUT/$p.jsonl"; done
+CONFIG=$OUT/ae-rope1e4 sft induction-rope1e4-qk3 "$OUT/base-rope1e4-qk3" "$OUT/induction.jsonl" 600
+# The answer names the option's text before its letter; restated, the options are also given
+# text-first, so that the letter can be copied as the word after a match (what induction does).
+for start in base induction-at-0003500 induction; do
+  from=$OUT/$start/model
+  [[ $start == base ]] && from=$RUN/base
+  [[ $start == induction-at-0003500 ]] && from=$OUT/$start
+  [[ -d "$from" ]] || { echo "$from: none (QUICK=1 saves no step-3,500 checkpoint)"; continue; }
+  steps=300; [[ $start == base ]] && steps=500
+  sft "named-from-$start" "$from" "$OUT/named.jsonl" "$steps"
+  sft "restated-from-$start" "$from" "$OUT/restated.jsonl" "$steps"
 done

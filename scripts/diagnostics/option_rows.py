@@ -8,6 +8,10 @@
     option_rows.py lookup OUT ROWS PER_ROW SEED   text-only rows of PER_ROW lookups each: a hint
                                               names one option's text, the answer is its letter
     option_rows.py copy OUT ROWS PER_ROW SEED     the same, but the hint names the letter itself
+    option_rows.py named OUT ROWS PER_ROW SEED    lookups whose answer names the option's text,
+                                              then its letter ("red is option A.")
+    option_rows.py restated OUT ROWS PER_ROW SEED the same, with the options also restated
+                                              text-first, so the letter follows its text
     option_rows.py induction WORLD OUT ROWS SEED  text-only rows of two induction problems (a list
                                               of distinct words, then the list again from a random
                                               word on) and three lookups
@@ -76,22 +80,29 @@ def write_jsonl(path, rows):
             f.write(json.dumps(r) + "\n")
 
 
-def lookup_problem(rng, hint_letter=False):
+def lookup_problem(rng, hint_letter=False, form="letter"):
+    """A hint naming one option, the options, and the answer turn. `form` is "letter" (the
+    answer is the letter), "named" (the answer turn names the option's text, then its letter)
+    or "restated" (as "named", with the options restated text-first: "red is option A.")."""
     pool = rng.choice(POOLS)
     n = rng.choice([2, 3, 4, 4, 4])
     options = rng.sample(pool, n)
     k = rng.randrange(n)
     hint = LETTERS[k] if hint_letter else options[k]
     q = f"Hint: {'the answer' if hint_letter else 'it'} is {hint}.\nWhich option is it?\n" + options_block(options)
-    return q, answer_turn(LETTERS[k])
+    if form == "letter":
+        return q, answer_turn(LETTERS[k])
+    if form == "restated":
+        q += "\nRestated: " + " ".join(f"{o} is option {LETTERS[i]}." for i, o in enumerate(options))
+    return q, f"<answer> {options[k]} is option {LETTERS[k]}. </answer>"
 
 
-def lookup_rows(rows, per_row, seed, hint_letter):
+def lookup_rows(rows, per_row, seed, hint_letter, form="letter"):
     rng = random.Random(seed)
     for i in range(rows):
         items = []
         for _ in range(per_row):
-            q, a = lookup_problem(rng, hint_letter)
+            q, a = lookup_problem(rng, hint_letter, form)
             items += [turn(q, False), turn(a, True)]
         yield sft_row(items, f"lookup_{i}", "lookup")
 
@@ -108,16 +119,21 @@ def world_words(world):
     return sorted(words) + [str(i) for i in range(100)] + [chr(65 + i) for i in range(26)]
 
 
+def induction_problem(rng, words, copyable=True):
+    """A list of distinct words, then "Again:" and the list from a random word on (learnt).
+    Not `copyable`: another random list is shown instead, so nothing can be copied."""
+    listed = rng.sample(words, rng.randint(12, 40))
+    start = rng.randrange(len(listed) - 4)
+    shown = listed if copyable else rng.sample(words, len(listed))
+    return [turn("List: " + " ".join(shown), False),
+            turn("Again: " + " ".join(listed[start:]), True)]
+
+
 def induction_rows(world, rows, seed):
     rng = random.Random(seed)
     words = world_words(world)
     for i in range(rows):
-        items = []
-        for _ in range(2):
-            listed = rng.sample(words, rng.randint(12, 40))
-            start = rng.randrange(len(listed) - 4)
-            items += [turn("List: " + " ".join(listed), False),
-                      turn("Again: " + " ".join(listed[start:]), True)]
+        items = induction_problem(rng, words) + induction_problem(rng, words)
         for _ in range(3):
             q, a = lookup_problem(rng)
             items += [turn(q, False), turn(a, True)]
@@ -130,11 +146,7 @@ def induction_probe_rows(world, rows, seed, copyable):
     for i in range(rows):
         items = []
         for _ in range(3):
-            listed = rng.sample(words, rng.randint(12, 40))
-            start = rng.randrange(len(listed) - 4)
-            shown = listed if copyable else rng.sample(words, len(listed))
-            items += [turn("List: " + " ".join(shown), False),
-                      turn("Again: " + " ".join(listed[start:]), True)]
+            items += induction_problem(rng, words, copyable)
         yield sft_row(items, f"probe_{i}", "lookup")
 
 
@@ -186,9 +198,10 @@ def direct(world, heldout, out):
 def main(argv):
     if len(argv) >= 1 and argv[0] == "direct" and len(argv) == 4:
         direct(*argv[1:])
-    elif len(argv) == 5 and argv[0] in ("lookup", "copy"):
+    elif len(argv) == 5 and argv[0] in ("lookup", "copy", "named", "restated"):
         out, rows, per_row, seed = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
-        write_jsonl(out, lookup_rows(rows, per_row, seed, argv[0] == "copy"))
+        form = argv[0] if argv[0] in ("named", "restated") else "letter"
+        write_jsonl(out, lookup_rows(rows, per_row, seed, argv[0] == "copy", form))
     elif len(argv) == 5 and argv[0] == "induction":
         world, out, rows, seed = argv[1], argv[2], int(argv[3]), int(argv[4])
         write_jsonl(out, induction_rows(world, rows, seed))
