@@ -5,9 +5,10 @@
 # Usage: scripts/diagnostics/option-lookup.sh RUN OUT
 #   RUN: a folder of `GROUNDED=1 scripts/train-default.sh RUN` (its world, heldout, base, ae and
 #   ground stages are used); OUT: where the rows, models and reports go.
-# About 11,800 SFT steps, some 2 hours on 2 cores (0.43 s a step for the text-only rows; never
-# timed end to end); an experiment whose model folder exists is skipped. QUICK=1 runs every step with tiny step and row counts: a check that the
-# script works, whose figures mean nothing (with a `QUICK=1 GROUNDED=1 scripts/train-default.sh` RUN).
+# About 13,600 SFT steps, some 2.5 hours on 2 cores (0.43 s a step for text-only rows, 1.7 with
+# pictures; never timed end to end). An experiment whose model folder exists is skipped.
+# QUICK=1 runs every step with tiny step and row counts, on a `QUICK=1 GROUNDED=1
+# scripts/train-default.sh` RUN: a check that the script works, whose figures mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=$1 OUT=$2
@@ -24,6 +25,8 @@ mkdir -p "$OUT"
 [[ -f "$OUT/induction.jsonl" ]] || $ROWS induction "$RUN/world" "$OUT/induction.jsonl" "$(rows 20000)" 3
 [[ -f "$OUT/named.jsonl" ]] || $ROWS named "$OUT/named.jsonl" "$(rows 20000)" 6 1
 [[ -f "$OUT/restated.jsonl" ]] || $ROWS restated "$OUT/restated.jsonl" "$(rows 20000)" 6 1
+[[ -f "$OUT/lookup-single-2.jsonl" ]] || $ROWS lookup "$OUT/lookup-single-2.jsonl" "$(rows 40000)" 1 5 2
+[[ -f "$OUT/lookup-single.jsonl" ]] || $ROWS lookup "$OUT/lookup-single.jsonl" "$(rows 40000)" 1 5
 [[ -f "$OUT/probe-lookup.jsonl" ]] || $ROWS lookup "$OUT/probe-lookup.jsonl" 200 6 99
 [[ -f "$OUT/probe-induction.jsonl" ]] || $ROWS induction-probe "$RUN/world" "$OUT/probe-induction.jsonl" 200 123
 [[ -f "$OUT/probe-induction-no-copy.jsonl" ]] ||
@@ -108,3 +111,11 @@ for start in base induction-at-0003500 induction; do
   sft "named-from-$start" "$from" "$OUT/named.jsonl" "$steps"
   sft "restated-from-$start" "$from" "$OUT/restated.jsonl" "$steps"
 done
+# One lookup a row: two options, 2-4 options, and 2-4 options after two (a curriculum); the
+# curriculum's model on the six-a-row lookup probe, then on the questions with pictures.
+sft lookup-single-2 "$RUN/base" "$OUT/lookup-single-2.jsonl" 500
+sft lookup-single "$RUN/base" "$OUT/lookup-single.jsonl" 500
+sft lookup-single-after-2 "$OUT/lookup-single-2/model" "$OUT/lookup-single.jsonl" 500
+probe "$OUT/lookup-single-after-2/model" "$OUT/probe-lookup.jsonl"
+sft hint-after-curriculum "$OUT/lookup-single-after-2/model" "$OUT/train_hint1.jsonl" 300 &&
+  direct_eval hint-after-curriculum

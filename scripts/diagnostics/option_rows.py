@@ -5,8 +5,9 @@
                                               questions, and HELDOUT's matching eval items, each
                                               without and with a hint naming the answer's option
                                               text (OUT/train_hint{0,1}.jsonl, OUT/eval_hint{0,1}.tsv)
-    option_rows.py lookup OUT ROWS PER_ROW SEED   text-only rows of PER_ROW lookups each: a hint
-                                              names one option's text, the answer is its letter
+    option_rows.py lookup OUT ROWS PER_ROW SEED [OPTIONS]   text-only rows of PER_ROW lookups
+                                              each: a hint names one option's text, the answer is
+                                              its letter; 2-4 options, or OPTIONS of them
     option_rows.py copy OUT ROWS PER_ROW SEED     the same, but the hint names the letter itself
     option_rows.py named OUT ROWS PER_ROW SEED    lookups whose answer names the option's text,
                                               then its letter ("red is option A.")
@@ -80,12 +81,12 @@ def write_jsonl(path, rows):
             f.write(json.dumps(r) + "\n")
 
 
-def lookup_problem(rng, hint_letter=False, form="letter"):
+def lookup_problem(rng, hint_letter=False, form="letter", counts=(2, 3, 4, 4, 4)):
     """A hint naming one option, the options, and the answer turn. `form` is "letter" (the
     answer is the letter), "named" (the answer turn names the option's text, then its letter)
     or "restated" (as "named", with the options restated text-first: "red is option A.")."""
     pool = rng.choice(POOLS)
-    n = rng.choice([2, 3, 4, 4, 4])
+    n = rng.choice(counts)
     options = rng.sample(pool, n)
     k = rng.randrange(n)
     hint = LETTERS[k] if hint_letter else options[k]
@@ -97,12 +98,12 @@ def lookup_problem(rng, hint_letter=False, form="letter"):
     return q, f"<answer> {options[k]} is option {LETTERS[k]}. </answer>"
 
 
-def lookup_rows(rows, per_row, seed, hint_letter, form="letter"):
+def lookup_rows(rows, per_row, seed, hint_letter, form="letter", counts=(2, 3, 4, 4, 4)):
     rng = random.Random(seed)
     for i in range(rows):
         items = []
         for _ in range(per_row):
-            q, a = lookup_problem(rng, hint_letter, form)
+            q, a = lookup_problem(rng, hint_letter, form, counts)
             items += [turn(q, False), turn(a, True)]
         yield sft_row(items, f"lookup_{i}", "lookup")
 
@@ -198,10 +199,11 @@ def direct(world, heldout, out):
 def main(argv):
     if len(argv) >= 1 and argv[0] == "direct" and len(argv) == 4:
         direct(*argv[1:])
-    elif len(argv) == 5 and argv[0] in ("lookup", "copy", "named", "restated"):
+    elif len(argv) in (5, 6) and argv[0] in ("lookup", "copy", "named", "restated"):
         out, rows, per_row, seed = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
         form = argv[0] if argv[0] in ("named", "restated") else "letter"
-        write_jsonl(out, lookup_rows(rows, per_row, seed, argv[0] == "copy", form))
+        counts = (int(argv[5]),) if len(argv) == 6 else (2, 3, 4, 4, 4)
+        write_jsonl(out, lookup_rows(rows, per_row, seed, argv[0] == "copy", form, counts))
     elif len(argv) == 5 and argv[0] == "induction":
         world, out, rows, seed = argv[1], argv[2], int(argv[3]), int(argv[4])
         write_jsonl(out, induction_rows(world, rows, seed))
