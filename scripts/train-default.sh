@@ -12,6 +12,9 @@
 # between amg and SFT, chains whose first thought opens with the picture's cell listing, and SFT
 # without system prompts that also learns the listings; about two hours on 2 cores, over the issue's
 # 90-minute budget. scripts/ablation.sh supports only the default recipe.
+# LOOKUP=1 (either recipe; an experiment, no full run measured yet) first teaches the LLM the
+# option lookup on text alone: LOOKUP_STEPS (500) of two-option lookups, then as many of 2-4
+# options, about 7 minutes (docs/results.md, "Why every run answers one letter per category").
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
 if [[ "${QUICK:-0}" == 1 ]]; then
   : "${SCENES:=40}" "${EVAL_SCENES:=10}" "${AE_STEPS:=10}" "${AMG_STEPS:=10}" "${SFT_STEPS:=10}" "${GRPO_STEPS:=2}"
-  : "${VIT_STEPS:=10}" "${GROUND_STEPS:=10}"
+  : "${VIT_STEPS:=10}" "${GROUND_STEPS:=10}" "${LOOKUP_STEPS:=5}"
   echo "QUICK=1: a smoke run of every stage; the model it makes is not useful"
 fi
 SCENES=${SCENES:-2000}
@@ -33,6 +36,8 @@ VIT_STEPS=${VIT_STEPS:-3000}
 GROUND_STEPS=${GROUND_STEPS:-400}
 # Weight of the vit stage's object-colour head (vit.color_weight; 0 leaves it out, as in the ninth run).
 VIT_COLOR=${VIT_COLOR:-0}
+LOOKUP=${LOOKUP:-0}
+LOOKUP_STEPS=${LOOKUP_STEPS:-500}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
@@ -40,9 +45,11 @@ mkdir -p "$OUT"
 # a world folder made the other way, or before the listings existed, is made again.
 WORLD_FLAGS=() LISTING_THOUGHTS=false
 [[ "$GROUNDED" == 1 ]] && WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
+[[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
-    grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json"
+    grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json" &&
+    { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }
 }
 world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
   --out "$OUT/world" > /dev/null
@@ -57,12 +64,25 @@ STAGE1=("$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl")
 AE_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set ae.batch_size=4 --set ae.crop_size=64)
 AMG_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024
   --set data.max_depth=20.0 --set run.save_every=250)
+# LOOKUP=1: the lookup curriculum, with the settings it was measured with; its LLM then goes on
+# into stage 1 (the ViT and autoencoder are not touched by it).
+LLM_FROM=()
+if [[ "$LOOKUP" == 1 ]]; then
+  LOOKUP_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
+    --set run.save_every=250 --set sft.match_inference_context=true
+    --set sft.omit_system_prompt=true --set freeze.vit=true)
+  stage lookup-two sft --model "$OUT/base" --data "$W/sft_lookup_two.jsonl" \
+    --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
+  stage lookup sft --model "$OUT/base" --init-from "$OUT/lookup-two/model" \
+    --data "$W/sft_lookup.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
+  LLM_FROM=(--init-from "$OUT/lookup/model")
+fi
 if [[ "$GROUNDED" == 1 ]]; then
   # ae and vit train separate parts of the base model: side by side, one thread each.
   ( export RAYON_NUM_THREADS=1
-    stage vit vit --model "$OUT/base" --data "${STAGE1[@]}" --steps "$VIT_STEPS" --set optim.lr=1e-3 \
-      --set data.max_depth=20.0 --set data.flip_prob=0.5 --set vit.class_balance=0.5 \
-      --set vit.color_weight="$VIT_COLOR" ) > "$OUT/vit.log" 2>&1 &
+    stage vit vit --model "$OUT/base" "${LLM_FROM[@]}" --data "${STAGE1[@]}" --steps "$VIT_STEPS" \
+      --set optim.lr=1e-3 --set data.max_depth=20.0 --set data.flip_prob=0.5 \
+      --set vit.class_balance=0.5 --set vit.color_weight="$VIT_COLOR" ) > "$OUT/vit.log" 2>&1 &
   vit_pid=$!
   RAYON_NUM_THREADS=1 stage ae ae --model "$OUT/base" --data "${STAGE1[@]}" --steps "$AE_STEPS" "${AE_SET[@]}"
   wait "$vit_pid" || { echo "vit failed: see $OUT/vit.log" >&2; exit 1; }
@@ -75,8 +95,8 @@ if [[ "$GROUNDED" == 1 ]]; then
   SFT_FROM="$OUT/ground/model" SFT_DATA=("$W/$LISTINGS")
 else
   stage ae ae --model "$OUT/base" --data "${STAGE1[@]}" --steps "$AE_STEPS" "${AE_SET[@]}"
-  stage amg amg --model "$OUT/ae/model" --data "${STAGE1[@]}" --steps "$AMG_STEPS" "${AMG_SET[@]}" \
-    --set freeze.vit=false
+  stage amg amg --model "$OUT/ae/model" "${LLM_FROM[@]}" --data "${STAGE1[@]}" --steps "$AMG_STEPS" \
+    "${AMG_SET[@]}" --set freeze.vit=false
   SFT_FROM="$OUT/amg/model" SFT_DATA=()
 fi
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \

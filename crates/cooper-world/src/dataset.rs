@@ -18,6 +18,7 @@ use crate::formats::{
     tsv_row, write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow,
     WORLD_DEPTH_SCALE,
 };
+use crate::lookups::{write_lookups, OptionCount};
 use crate::palette::SemanticClass;
 use crate::questions::{generate_questions, Question};
 use crate::render::{render, Frame, FAR_CLIP};
@@ -40,6 +41,10 @@ pub struct WorldConfig {
     /// and existence from it ([`crate::chains::interleaved_chain`]).
     #[serde(default)]
     pub listing_thoughts: bool,
+    /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
+    /// [`crate::lookups`]); 0 writes neither.
+    #[serde(default)]
+    pub lookup_rows: u64,
 }
 
 impl Default for WorldConfig {
@@ -51,6 +56,7 @@ impl Default for WorldConfig {
             questions_per_scene: 6,
             chains_per_scene: 1,
             listing_thoughts: false,
+            lookup_rows: 0,
         }
     }
 }
@@ -108,6 +114,9 @@ pub struct DatasetSummary {
     /// Cell listings (`sft_cells.jsonl`, one per scene).
     #[serde(default)]
     pub sft_cells: u64,
+    /// Rows of each lookup file (`WorldConfig::lookup_rows`).
+    #[serde(default)]
+    pub sft_lookup: u64,
 }
 
 /// Everything one scene contributes to the index files, prepared in parallel.
@@ -315,6 +324,15 @@ pub fn write_dataset(
         tsv_f,
     ] {
         f.commit()?;
+    }
+    if config.lookup_rows > 0 {
+        for (name, count) in [
+            ("sft_lookup_two.jsonl", OptionCount::Two),
+            ("sft_lookup.jsonl", OptionCount::TwoToFour),
+        ] {
+            write_lookups(&out.join(name), config.lookup_rows, count, config.seed)?;
+        }
+        summary.sft_lookup = config.lookup_rows;
     }
     // The segmentation classes' colours in id order: the `--palette` of `cooper eval-seg`.
     let palette: Vec<[u8; 3]> = SemanticClass::ALL.iter().map(|c| c.color()).collect();

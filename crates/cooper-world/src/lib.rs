@@ -7,7 +7,8 @@
 //!   segmentation ([`mod@render`]); palettes, including the matplotlib-compatible Spectral depth
 //!   colouring ([`palette`]).
 //! - Spatial questions with exact answers, categories and `positive`/`negative`/`boundary`
-//!   flags ([`questions`]) and template reasoning chains ([`chains`]).
+//!   flags ([`questions`]) and template reasoning chains ([`chains`]); text-only option
+//!   lookups, a curriculum for a from-scratch LLM ([`lookups`]).
 //! - Writers for the official pipeline's formats ([`formats`], driven by [`dataset`]) and readers
 //!   for the real datasets stage 1 trains and evaluates on ([`readers`]).
 //!
@@ -30,6 +31,7 @@ pub mod chains;
 pub mod dataset;
 pub mod error;
 pub mod formats;
+pub mod lookups;
 pub mod palette;
 pub mod questions;
 pub mod readers;

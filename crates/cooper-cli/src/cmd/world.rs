@@ -43,6 +43,11 @@ pub struct WorldArgs {
     /// answer counting and existence questions from it.
     #[arg(long)]
     pub listing_thoughts: bool,
+    /// Also write this many text-only option lookups, two options each
+    /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
+    /// teaches a from-scratch LLM to find an option by its text.
+    #[arg(long, default_value_t = 0)]
+    pub lookup_rows: u64,
 }
 
 pub fn run(args: WorldArgs) -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         questions_per_scene: args.questions,
         chains_per_scene: args.chains,
         listing_thoughts: args.listing_thoughts,
+        lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);
     bar.set_style(
@@ -72,7 +78,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings) to {} in {:.1} s: {:.1} scenes/s",
+        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings, {} lookups a file) to {} in {:.1} s: {:.1} scenes/s",
         summary.scenes,
         summary.objects,
         summary.questions,
@@ -80,6 +86,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         summary.sft_text,
         summary.sft_describe,
         summary.sft_cells,
+        summary.sft_lookup,
         args.out.display(),
         secs,
         summary.scenes as f64 / secs.max(1e-9)
