@@ -164,6 +164,17 @@ pub struct SftEntry {
     pub need_loss: String,
 }
 
+impl SftEntry {
+    /// A text entry.
+    pub fn text(value: impl Into<String>, need_loss: bool) -> Self {
+        Self {
+            kind: "text".into(),
+            value: value.into(),
+            need_loss: need_loss.to_string(),
+        }
+    }
+}
+
 /// One SFT JSONL row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftRow {
@@ -221,17 +232,12 @@ pub fn cells_row(chain: &Chain, images: &ChainImages) -> SftRow {
 }
 
 fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImages) -> SftRow {
-    let flag = |b: bool| if b { "true" } else { "false" }.to_string();
     SftRow {
         interleaved_reason: chain
             .items
             .iter()
             .map(|item| match item {
-                ChainItem::Text { value, need_loss } => SftEntry {
-                    kind: "text".into(),
-                    value: value.clone(),
-                    need_loss: flag(*need_loss),
-                },
+                ChainItem::Text { value, need_loss } => SftEntry::text(value.clone(), *need_loss),
                 ChainItem::Image { image } => SftEntry {
                     kind: "image".into(),
                     value: match image {
@@ -239,7 +245,7 @@ fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImage
                         ChainImage::Depth => images.depth.clone(),
                         ChainImage::Segmentation => images.segmentation.clone(),
                     },
-                    need_loss: flag(false),
+                    need_loss: false.to_string(),
                 },
             })
             .collect(),

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::dataset::scene_rng;
 use crate::error::Result;
 use crate::formats::{AtomicFile, SftEntry, SftRow};
-use crate::questions::{option_letter, GRID_NAMES};
+use crate::questions::{mcq_prompt, option_letter, GRID_NAMES};
 use crate::scene::{ObjColor, ShapeKind};
 
 /// How many options a lookup offers.
@@ -42,14 +42,6 @@ fn pools() -> Vec<Vec<String>> {
     vec![colors, shapes, cells, counts, pairs]
 }
 
-fn entry(value: String, need_loss: bool) -> SftEntry {
-    SftEntry {
-        kind: "text".into(),
-        value,
-        need_loss: need_loss.to_string(),
-    }
-}
-
 /// One lookup row: the hint names one option's text; the learnt answer is its letter.
 fn lookup_row(
     rng: &mut ChaCha8Rng,
@@ -64,20 +56,16 @@ fn lookup_row(
     };
     let options: Vec<&String> = pool.choose_multiple(rng, n).collect();
     let k = rng.random_range(0..n);
-    let mut prompt = format!(
-        "Hint: it is {}.\nWhich option is it?\nOptions:\n",
-        options[k]
+    let prompt = mcq_prompt(
+        &format!("Hint: it is {}.\nWhich option is it?", options[k]),
+        &options,
     );
-    for (i, o) in options.iter().enumerate() {
-        prompt.push_str(&format!("{}. {o}\n", option_letter(i)));
-    }
-    prompt.push_str("Answer with the letter of the correct option.");
     let answer = format!(
         "<answer> The answer is \\boxed{{{}}}. </answer>",
         option_letter(k)
     );
     SftRow {
-        interleaved_reason: vec![entry(prompt, false), entry(answer, true)],
+        interleaved_reason: vec![SftEntry::text(prompt, false), SftEntry::text(answer, true)],
         data_id: id,
         category: "lookup".into(),
         flag: "negative".into(),

@@ -317,7 +317,7 @@ impl Question {
         // question, the options, one instruction line), so that a model trained on the world is
         // asked the same way it is evaluated; a small model does not generalise across wordings.
         let instruction = match self.kind {
-            AnswerKind::Mcq => "Answer with the letter of the correct option.".to_string(),
+            AnswerKind::Mcq => return mcq_prompt(&self.text, &self.options),
             AnswerKind::YesNo => "Answer with Yes or No.".to_string(),
             AnswerKind::Number => match self.unit {
                 Some(u) => format!("Answer with a single number in {}.", u.word()),
@@ -325,17 +325,22 @@ impl Question {
             },
             AnswerKind::NumberInt => "Answer with a single number.".to_string(),
         };
-        let mut lines = vec![self.text.trim().to_string()];
-        if self.kind == AnswerKind::Mcq {
-            lines.push("Options:".to_string());
-            for (k, o) in self.options.iter().enumerate() {
-                lines.push(format!("{}. {}", option_letter(k), o.trim()));
-            }
-        }
-        lines.push(instruction);
-        lines.join("\n")
+        [self.text.trim().to_string(), instruction].join("\n")
     }
 }
+
+/// A multiple-choice prompt worded as `cooper-eval` asks one: the question, "Options:", a
+/// lettered line an option, and the instruction.
+pub fn mcq_prompt(text: &str, options: &[impl AsRef<str>]) -> String {
+    let mut lines = vec![text.trim().to_string(), "Options:".to_string()];
+    for (k, o) in options.iter().enumerate() {
+        lines.push(format!("{}. {}", option_letter(k), o.as_ref().trim()));
+    }
+    lines.push(MCQ_INSTRUCTION.to_string());
+    lines.join("\n")
+}
+
+const MCQ_INSTRUCTION: &str = "Answer with the letter of the correct option.";
 
 /// The letter of option `k` (A, B, ...).
 pub fn option_letter(k: usize) -> char {
