@@ -4,17 +4,19 @@
 # and an evaluation on a held-out world (a seed never used in training).
 #
 # Usage: scripts/train-default.sh [OUT_DIR]      (default runs/default)
-# Knobs (environment): SCENES, EVAL_SCENES, EVAL_LIMIT, AE_STEPS, AMG_STEPS, SFT_STEPS, GRPO_STEPS
-# (VIT_STEPS, GROUND_STEPS, VIT_COLOR with GROUNDED=1), and
+# Knobs (environment): SCENES, EVAL_SCENES, MAX_DISTANCE, EVAL_LIMIT, AE_STEPS, AMG_STEPS,
+# SFT_STEPS, GRPO_STEPS (VIT_STEPS, GROUND_STEPS, VIT_COLOR with GROUNDED=1), and
 # QUICK=1 for a smoke run of every stage in a few minutes (tiny step counts; not a useful model).
 # GROUNDED=1 runs the ninth run's recipe instead (docs/results.md; an experiment): the `vit` stage
 # beside ae, the ViT frozen from then on, a grounding SFT on the cell listings (GROUND_STEPS, 400)
 # between amg and SFT, chains whose first thought opens with the picture's cell listing, and SFT
 # without system prompts that also learns the listings; about two hours on 2 cores, over the issue's
 # 90-minute budget. scripts/ablation.sh supports only the default recipe.
-# LOOKUP=1 (either recipe; an experiment, no full run measured yet) first teaches the LLM the
-# option lookup on text alone: LOOKUP_STEPS (500) of two-option lookups, then as many of 2-4
-# options, about 7 minutes (docs/results.md, "Why every run answers one letter per category").
+# LOOKUP=1 (either recipe; an experiment) teaches the LLM the option lookup on text alone right
+# before SFT: LOOKUP_STEPS (500) of two-option lookups, then as many of 2-4 options, about 10
+# minutes, from the stage-1 (or grounding) model; SFT then starts from it and keeps LOOKUP_MIX
+# (4000) lookups among its rows (docs/results.md, "Why every run answers one letter per
+# category": taught before stage 1, the lookup was gone after it).
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -37,23 +39,31 @@ GROUND_STEPS=${GROUND_STEPS:-400}
 # Weight of the vit stage's object-colour head (vit.color_weight; 0 leaves it out, as in the ninth run).
 VIT_COLOR=${VIT_COLOR:-0}
 LOOKUP=${LOOKUP:-0}
+# Objects stand at most this far from the camera, metres (`cooper world --max-distance`). At the
+# default 8 m many are a few pixels wide at 128 px; the twelfth run used 4 (docs/results.md).
+MAX_DISTANCE=${MAX_DISTANCE:-8}
 LOOKUP_STEPS=${LOOKUP_STEPS:-500}
+LOOKUP_MIX=${LOOKUP_MIX:-4000}
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
-# GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`);
-# a world folder made the other way, or before the listings existed, is made again.
+# GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`).
 WORLD_FLAGS=() LISTING_THOUGHTS=false
 [[ "$GROUNDED" == 1 ]] && WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
+# A world folder made with other settings, or before the listings existed, is made again.
+made_with() { grep -Eq "\"max_distance\": *$MAX_DISTANCE(\.0)?," "$1/manifest.json"; }
 world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
     grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json" &&
+    made_with "$OUT/world" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }
 }
 world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
-  --out "$OUT/world" > /dev/null
-[[ -f "$OUT/heldout/manifest.json" ]] || "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --out "$OUT/heldout" > /dev/null
+  --max-distance "$MAX_DISTANCE" --out "$OUT/world" > /dev/null
+[[ -f "$OUT/heldout/manifest.json" ]] && made_with "$OUT/heldout" ||
+  "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --max-distance "$MAX_DISTANCE" \
+    --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
 [[ -f "$OUT/tokenizer/tokenizer.json" ]] || "$BIN" train tokenizer --data "$OUT/world" --vocab-size 2048 --out "$OUT/tokenizer" > /dev/null
 [[ -f "$OUT/base/ema.safetensors" ]] || "$BIN" init --preset default --tokenizer "$OUT/tokenizer" --out "$OUT/base" > /dev/null
@@ -64,23 +74,10 @@ STAGE1=("$W/stage1_depth.jsonl" "$W/stage1_seg.jsonl")
 AE_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set ae.batch_size=4 --set ae.crop_size=64)
 AMG_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=1024
   --set data.max_depth=20.0 --set run.save_every=250)
-# LOOKUP=1: the lookup curriculum, with the settings it was measured with; its LLM then goes on
-# into stage 1 (the ViT and autoencoder are not touched by it).
-LLM_FROM=()
-if [[ "$LOOKUP" == 1 ]]; then
-  LOOKUP_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
-    --set run.save_every=250 --set sft.match_inference_context=true
-    --set sft.omit_system_prompt=true --set freeze.vit=true)
-  stage lookup-two sft --model "$OUT/base" --data "$W/sft_lookup_two.jsonl" \
-    --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
-  stage lookup sft --model "$OUT/base" --init-from "$OUT/lookup-two/model" \
-    --data "$W/sft_lookup.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
-  LLM_FROM=(--init-from "$OUT/lookup/model")
-fi
 if [[ "$GROUNDED" == 1 ]]; then
   # ae and vit train separate parts of the base model: side by side, one thread each.
   ( export RAYON_NUM_THREADS=1
-    stage vit vit --model "$OUT/base" "${LLM_FROM[@]}" --data "${STAGE1[@]}" --steps "$VIT_STEPS" \
+    stage vit vit --model "$OUT/base" --data "${STAGE1[@]}" --steps "$VIT_STEPS" \
       --set optim.lr=1e-3 --set data.max_depth=20.0 --set data.flip_prob=0.5 \
       --set vit.class_balance=0.5 --set vit.color_weight="$VIT_COLOR" ) > "$OUT/vit.log" 2>&1 &
   vit_pid=$!
@@ -95,9 +92,23 @@ if [[ "$GROUNDED" == 1 ]]; then
   SFT_FROM="$OUT/ground/model" SFT_DATA=("$W/$LISTINGS")
 else
   stage ae ae --model "$OUT/base" --data "${STAGE1[@]}" --steps "$AE_STEPS" "${AE_SET[@]}"
-  stage amg amg --model "$OUT/ae/model" "${LLM_FROM[@]}" --data "${STAGE1[@]}" --steps "$AMG_STEPS" \
+  stage amg amg --model "$OUT/ae/model" --data "${STAGE1[@]}" --steps "$AMG_STEPS" \
     "${AMG_SET[@]}" --set freeze.vit=false
   SFT_FROM="$OUT/amg/model" SFT_DATA=()
+fi
+# LOOKUP=1: the lookup curriculum, with the settings it was measured with, between stage 1 (and
+# grounding) and SFT; SFT rehearses it on the first LOOKUP_MIX lookups.
+if [[ "$LOOKUP" == 1 ]]; then
+  LOOKUP_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
+    --set run.save_every=250 --set sft.match_inference_context=true
+    --set sft.omit_system_prompt=true --set freeze.vit=true)
+  stage lookup-two sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
+    --data "$W/sft_lookup_two.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
+  stage lookup sft --model "$OUT/ae/model" --init-from "$OUT/lookup-two/model" \
+    --data "$W/sft_lookup.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
+  head -n "$LOOKUP_MIX" "$W/sft_lookup.jsonl" > "$W/.sft_lookup_mix.tmp"
+  mv "$W/.sft_lookup_mix.tmp" "$W/sft_lookup_mix.jsonl"
+  SFT_FROM="$OUT/lookup/model" SFT_DATA+=("$W/sft_lookup_mix.jsonl")
 fi
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
   --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" --steps "$SFT_STEPS" "${SFT_SET[@]}"

@@ -83,10 +83,9 @@ sft lookup-lr3e-3 "$RUN/base" "$OUT/lookup.jsonl" 800 --set optim.lr=3e-3
 sft copy "$RUN/base" "$OUT/copy.jsonl" 300
 # Induction rows: one run of 5,000 steps, a checkpoint every 500, each checkpoint probed.
 sft induction "$RUN/base" "$OUT/induction.jsonl" 5000 --set run.save_every=500 --set run.keep_last=20
+# (--init-from a checkpoint takes its EMA weights over those its run started from, the base.)
 for ckpt in "$OUT"/induction/0*/; do
-  at=$OUT/induction-at-$(basename "$ckpt")
-  [[ -d "$at" ]] || python3 scripts/diagnostics/merge_checkpoint.py "$RUN/base" "$ckpt" "$at"
-  for p in probe-induction probe-induction-no-copy probe-lookup; do probe "$at" "$OUT/$p.jsonl"; done
+  for p in probe-induction probe-induction-no-copy probe-lookup; do probe "${ckpt%/}" "$OUT/$p.jsonl"; done
 done
 # The same induction rows with a RoPE base of 10,000 (Qwen2's is 10^6), configuration and weights,
 # and with the QK-norm weights also scaled by 3.

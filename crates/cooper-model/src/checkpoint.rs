@@ -177,17 +177,42 @@ impl ModelFolder {
     /// training stages. The sin-cos tables stay fixed, as in the official code. Which variables are
     /// then optimised (freezing) is the trainer's choice, by name.
     pub fn load_trainable(&self, dtype: DType, device: &Device) -> Result<(Bagel, VarMap)> {
+        self.load_trainable_layered(std::slice::from_ref(&self.weights), dtype, device)
+    }
+
+    /// As [`Self::load_trainable`], each weight taken from the first of `layers` that holds it.
+    /// A training checkpoint saves only the weights its run trained; laid over the weights its
+    /// run started from, it makes a complete model again.
+    pub fn load_trainable_layered(
+        &self,
+        layers: &[PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Bagel, VarMap)> {
+        let first = layers
+            .first()
+            .ok_or_else(|| ModelError::Input("no weights file to load".into()))?;
         let varmap = VarMap::new();
         let model = Bagel::new(
             &self.config,
             self.special,
             VarBuilder::from_varmap(&varmap, dtype, device),
         )?;
-        // SAFETY: read-only map of a file we do not modify, as in `load_bagel`.
-        let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }
-            .map_err(|e| weights_error(&self.weights, e))?;
-        assign_vars(&varmap, dtype, &self.weights, |name| {
-            file.load(name, device).map_err(|e| e.to_string())
+        let files = layers
+            .iter()
+            .map(|path| {
+                // SAFETY: read-only map of a file we do not modify, as in `load_bagel`.
+                unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+                    .map_err(|e| weights_error(path, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        assign_vars(&varmap, dtype, first, |name| {
+            let holder = files.iter().find(|f| f.get(name).is_ok()).ok_or_else(|| {
+                let searched: Vec<String> =
+                    layers.iter().map(|p| p.display().to_string()).collect();
+                format!("not found in {}", searched.join(" nor "))
+            })?;
+            holder.load(name, device).map_err(|e| e.to_string())
         })?;
         Ok((model, varmap))
     }

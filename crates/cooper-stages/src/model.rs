@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use cooper_infer::ReasoningConfig;
 use cooper_model::init::{save_tensors, write_configs};
 use cooper_model::{AeConfig, AutoEncoder, Bagel, ModelFolder, TokenizerFiles};
-use cooper_train::config::{FreezeConfig, ModelInitConfig};
+use cooper_train::config::{FreezeConfig, ModelInitConfig, Stage, TrainConfig};
 use tokenizers::Tokenizer;
 
 use crate::error::{Result, StageError};
@@ -49,17 +49,83 @@ fn weights_file(dir: &Path, from_ema: bool) -> Result<PathBuf> {
         })
 }
 
+/// How deep a chain of checkpoints started from checkpoints may go before it is taken for a loop.
+const MAX_CHECKPOINT_CHAIN: usize = 8;
+
+/// Where a run's starting weights come from: weights files, first to last, and how the model
+/// they make is prompted.
+struct WeightSource {
+    layers: Vec<PathBuf>,
+    reasoning: ReasoningConfig,
+}
+
+/// The weights of `init_from` (else `model_path`) and, when that folder is a training
+/// checkpoint (it holds its run's `state.json`), the weights that checkpoint's run started
+/// from, and so on. A checkpoint saves only the weights its run trained (none of a frozen ViT),
+/// so the rest come from its own run's starting point, not from this run's `model_path`; and
+/// it is prompted as its run would have exported it.
+fn weight_source(init: &ModelInitConfig) -> Result<WeightSource> {
+    let mut layers = Vec::new();
+    let mut reasoning = None;
+    let mut source = init.clone();
+    loop {
+        let dir = source
+            .init_from
+            .clone()
+            .unwrap_or(source.model_path.clone());
+        layers.push(weights_file(&dir, source.from_ema)?);
+        let state_file = dir.join(cooper_train::checkpoint::STATE_FILE);
+        if !state_file.is_file() {
+            let reasoning = match reasoning {
+                Some(r) => r,
+                None => ReasoningConfig::read(&dir)?,
+            };
+            return Ok(WeightSource { layers, reasoning });
+        }
+        if layers.len() > MAX_CHECKPOINT_CHAIN {
+            return Err(StageError::Input(format!(
+                "{}: more than {MAX_CHECKPOINT_CHAIN} checkpoints started from one another",
+                dir.display()
+            )));
+        }
+        let run = checkpoint_run(&state_file)?;
+        if reasoning.is_none() {
+            reasoning = chosen_reasoning(&run);
+        }
+        source = run.model;
+    }
+}
+
+/// The configuration a checkpoint's run was trained with (its `state.json`).
+fn checkpoint_run(state_file: &Path) -> Result<TrainConfig> {
+    let bad = |field: &str, e: serde_json::Error| {
+        StageError::Input(format!("{}: {field}{e}", state_file.display()))
+    };
+    let text = std::fs::read_to_string(state_file).map_err(|e| StageError::io(state_file, e))?;
+    let state: cooper_train::checkpoint::TrainState =
+        serde_json::from_str(&text).map_err(|e| bad("", e))?;
+    serde_json::from_value(state.config).map_err(|e| bad("field config: ", e))
+}
+
+/// How a run's model is to be prompted when the run decides it: SFT chooses (with or without
+/// the system prompt); every other stage keeps what its weights came with (`None`).
+pub fn chosen_reasoning(config: &TrainConfig) -> Option<ReasoningConfig> {
+    (config.stage == Stage::Sft).then(|| ReasoningConfig {
+        system_prompt: config.sft.uses_system_prompt(),
+    })
+}
+
 impl TrainableModel {
     /// Opens `model_path` (configs, tokenizer, autoencoder) and takes the weights from
-    /// `init_from` when given (a model folder or a folder holding a full weights file).
+    /// `init_from` when given: a model folder, a folder holding a full weights file, or a
+    /// training checkpoint (completed from the weights its run started from).
     pub fn load(init: &ModelInitConfig, dtype: DType, device: &Device) -> Result<Self> {
         let mut folder = ModelFolder::open(&init.model_path)?;
-        let weight_dir = init.init_from.as_deref().unwrap_or(&init.model_path);
-        folder.weights = weights_file(weight_dir, init.from_ema)?;
-        let (model, varmap) = folder.load_trainable(dtype, device)?;
+        let WeightSource { layers, reasoning } = weight_source(init)?;
+        folder.weights = layers[0].clone();
+        let (model, varmap) = folder.load_trainable_layered(&layers, dtype, device)?;
         let ae = folder.load_ae(dtype, device)?;
         let tokenizer = cooper_infer::engine::load_tokenizer(&folder.tokenizer)?;
-        let reasoning = ReasoningConfig::read(weight_dir)?;
         Ok(Self {
             model,
             varmap,

@@ -286,13 +286,7 @@ pub fn export_run(
         .ema()
         .map(|e| model.weights_with(&e.tensors()))
         .transpose()?;
-    // SFT decides how its model is prompted; the other stages keep what they started from.
-    let reasoning = match config.stage {
-        Stage::Sft => cooper_infer::ReasoningConfig {
-            system_prompt: config.sft.uses_system_prompt(),
-        },
-        _ => model.reasoning,
-    };
+    let reasoning = crate::model::chosen_reasoning(config).unwrap_or(model.reasoning);
     export_model_folder(
         &model.folder,
         &config.run.out_dir.join("model"),

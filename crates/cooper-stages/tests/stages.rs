@@ -265,9 +265,16 @@ fn a_killed_vit_run_resumes_to_the_same_weights() {
     assert_eq!(ema(&a.model_dir), ema(&b.model_dir));
 }
 
+/// The weights of a model folder (`model.safetensors`, else the `ema.safetensors` that
+/// `init_folder` writes), by name.
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let file = ["model.safetensors", "ema.safetensors"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .unwrap();
     let mut t: Vec<(String, Vec<f32>)> =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+        candle_core::safetensors::load(file, &candle_core::Device::Cpu)
             .unwrap()
             .into_iter()
             .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
@@ -683,4 +690,69 @@ fn a_model_trained_without_system_prompts_is_asked_without_them() {
         .model
         .join(cooper_infer::ReasoningConfig::FILE)
         .exists());
+}
+
+/// A checkpoint of a run with the ViT frozen holds no ViT weights; started from with
+/// `--init-from`, it is completed from the weights its own run started from, and prompted as
+/// that run's SFT settings say.
+#[test]
+fn a_checkpoint_of_a_run_with_frozen_weights_can_start_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = sft_config(&tmp.path().join("frozen"), 2, 2);
+    c.run.save_every = 2;
+    c.freeze.vit = true;
+    c.sft.omit_system_prompt = true;
+    run_stage(&c, &RunOptions::default()).unwrap();
+    let checkpoint = c.run.out_dir.join("0000002");
+    let saved = candle_core::safetensors::load(
+        checkpoint.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(!saved.keys().any(|k| k.starts_with("vit_model.")));
+
+    // The next run's --model is another folder with another ViT: the checkpoint's run started
+    // from the fixture, so the ViT must come from there.
+    let other = tmp.path().join("other");
+    init_folder(&other, Preset::Tiny, true, DType::F32, 4).unwrap();
+    let init = cooper_train::config::ModelInitConfig {
+        model_path: other.clone(),
+        init_from: Some(checkpoint.clone()),
+        from_ema: false,
+    };
+    let dev = candle_core::Device::Cpu;
+    let loaded = cooper_stages::model::TrainableModel::load(&init, DType::F32, &dev).unwrap();
+    assert!(!loaded.reasoning.system_prompt);
+    let started = weights(&fixture().model);
+    let trained = saved;
+    for (name, var) in loaded.all_vars().unwrap() {
+        let got = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = match trained.get(&name) {
+            Some(t) => t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            None => started.iter().find(|(n, _)| *n == name).unwrap().1.clone(),
+        };
+        assert_eq!(got, want, "{name}");
+    }
+    // A plain folder missing a tensor is still an error that names the tensor.
+    let lost = tmp.path().join("lost");
+    std::fs::create_dir(&lost).unwrap();
+    std::fs::copy(
+        checkpoint.join("model.safetensors"),
+        lost.join("model.safetensors"),
+    )
+    .unwrap();
+    let init = cooper_train::config::ModelInitConfig {
+        init_from: Some(lost),
+        ..init
+    };
+    let err = cooper_stages::model::TrainableModel::load(&init, DType::F32, &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("vit_model."), "{err}");
 }

@@ -411,6 +411,14 @@ pub struct SceneConfig {
     pub fov_y_deg: (f32, f32),
     /// Minimum free gap between objects, metres.
     pub min_gap: f32,
+    /// Farthest an object's centre is placed from the camera along the floor, metres (a room's
+    /// back wall may bring it nearer). Nearer objects cover more of the picture.
+    #[serde(default = "default_max_distance")]
+    pub max_distance: f32,
+}
+
+fn default_max_distance() -> f32 {
+    8.0
 }
 
 impl Default for SceneConfig {
@@ -425,6 +433,7 @@ impl Default for SceneConfig {
             pitch_deg: (10.0, 30.0),
             fov_y_deg: (50.0, 65.0),
             min_gap: 0.12,
+            max_distance: default_max_distance(),
         }
     }
 }
@@ -454,6 +463,9 @@ impl SceneConfig {
         }
         if self.min_gap.is_nan() || self.min_gap < 0.0 {
             return err("min_gap must be non-negative");
+        }
+        if !(2.5..=50.0).contains(&self.max_distance) {
+            return err("max_distance must be between 2.5 and 50 m");
         }
         Ok(())
     }
@@ -560,7 +572,9 @@ pub fn sample_scene(config: &SceneConfig, seed: u64, index: u64, rng: &mut ChaCh
     };
 
     let count = rng.random_range(config.min_objects..=config.max_objects.max(config.min_objects));
-    let far_limit = room.as_ref().map_or(8.0, |r| (r.back_z - 0.5).min(8.0));
+    let far_limit = room.as_ref().map_or(config.max_distance, |r| {
+        (r.back_z - 0.5).min(config.max_distance)
+    });
     let mut objects: Vec<Object> = Vec::with_capacity(count);
     let mut attempts = 0;
     while objects.len() < count && attempts < 60 * count {
@@ -687,6 +701,34 @@ mod tests {
                     aabb.mins.y
                 );
             }
+        }
+    }
+
+    #[test]
+    fn max_distance_keeps_objects_near_and_scenes_full() {
+        let near = SceneConfig {
+            max_distance: 4.0,
+            ..SceneConfig::default()
+        };
+        near.validate().unwrap();
+        let (mut count, mut farthest) = (0, 0f32);
+        for i in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(i);
+            let s = sample_scene(&near, 3, i, &mut rng);
+            count += s.objects.len();
+            for o in &s.objects {
+                farthest = farthest.max(o.position[2]);
+            }
+        }
+        assert!(farthest <= 4.0, "an object stands {farthest} m away");
+        // Nearer does not mean emptier: the default 3-7 objects still fit (5 on average).
+        assert!(count >= 40 * 4, "{count} objects in 40 scenes");
+        for bad in [2.0, f32::NAN, 80.0] {
+            let cfg = SceneConfig {
+                max_distance: bad,
+                ..SceneConfig::default()
+            };
+            assert!(cfg.validate().is_err(), "{bad} accepted");
         }
     }
 }

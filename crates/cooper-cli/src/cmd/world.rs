@@ -39,6 +39,9 @@ pub struct WorldArgs {
     /// Probability that a scene has walls.
     #[arg(long, default_value_t = 0.5)]
     pub room_probability: f64,
+    /// Farthest an object is placed from the camera, metres (nearer objects look larger).
+    #[arg(long, default_value_t = 8.0)]
+    pub max_distance: f32,
     /// Open every SFT chain's first thinking turn with the picture's cell-by-cell listing, and
     /// answer counting and existence questions from it.
     #[arg(long)]
@@ -60,6 +63,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
             min_objects: args.min_objects,
             max_objects: args.max_objects,
             room_probability: args.room_probability,
+            max_distance: args.max_distance,
             ..SceneConfig::default()
         },
         questions_per_scene: args.questions,
