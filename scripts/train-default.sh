@@ -68,16 +68,19 @@ WORLD_FLAGS=() LISTING_THOUGHTS=false
 [[ "$GROUNDED" == 1 ]] && WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
-made_with() { grep -Eq "\"max_distance\": *$MAX_DISTANCE(\.0)?," "$1/manifest.json"; }
+# made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
+made_with() { grep -Eq "\"max_distance\": *$2(\.0)?," "$1/manifest.json"; }
+# first_rows N SRC DST: the first N rows of SRC, written to DST whole or not at all.
+first_rows() { head -n "$1" "$2" > "$3.tmp" && mv "$3.tmp" "$3"; }
 world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
     grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json" &&
-    made_with "$OUT/world" &&
+    made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }
 }
 world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
   --max-distance "$MAX_DISTANCE" --out "$OUT/world" > /dev/null
-[[ -f "$OUT/heldout/manifest.json" ]] && made_with "$OUT/heldout" ||
+[[ -f "$OUT/heldout/manifest.json" ]] && made_with "$OUT/heldout" "$MAX_DISTANCE" ||
   "$BIN" world --seed 424242 --scenes "$EVAL_SCENES" --max-distance "$MAX_DISTANCE" \
     --out "$OUT/heldout" > /dev/null
 stamp "worlds: $SCENES training scenes, $EVAL_SCENES held-out scenes"
@@ -111,13 +114,12 @@ if [[ "$GROUNDED" == 1 ]]; then
     for n in $PERCEIVE_OBJECTS; do
       P="$OUT/perceive-world-$n"
       [[ -f "$P/manifest.json" ]] && grep -Eq "\"scenes\": *$PERCEIVE_SCENES," "$P/manifest.json" &&
-        grep -Eq "\"max_distance\": *$PERCEIVE_DISTANCE(\.0)?," "$P/manifest.json" ||
+        made_with "$P" "$PERCEIVE_DISTANCE" ||
         "$BIN" world --seed $((100 + n)) --scenes "$PERCEIVE_SCENES" --min-objects "$n" \
           --max-objects "$n" --max-distance "$PERCEIVE_DISTANCE" --questions 1 --out "$P" > /dev/null
       stage "perceive-$n" sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
         --data "$P/$DESCRIPTIONS" --steps "$PERCEIVE_STEPS" "${SFT_SET[@]}"
-      head -n "$PERCEIVE_MIX" "$P/$DESCRIPTIONS" > "$P/.perceive_mix.tmp"
-      mv "$P/.perceive_mix.tmp" "$P/perceive_mix.jsonl"
+      first_rows "$PERCEIVE_MIX" "$P/$DESCRIPTIONS" "$P/perceive_mix.jsonl"
       SFT_FROM="$OUT/perceive-$n/model" SFT_DATA+=("$P/perceive_mix.jsonl")
     done
   fi
@@ -130,15 +132,12 @@ fi
 # LOOKUP=1: the lookup curriculum, with the settings it was measured with, between stage 1 (and
 # grounding) and SFT; SFT rehearses it on the first LOOKUP_MIX lookups.
 if [[ "$LOOKUP" == 1 ]]; then
-  LOOKUP_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num_tokens=2048
-    --set run.save_every=250 --set sft.match_inference_context=true
-    --set sft.omit_system_prompt=true --set freeze.vit=true)
+  LOOKUP_SET=("${SFT_SET[@]}" --set sft.omit_system_prompt=true --set freeze.vit=true)
   stage lookup-two sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
     --data "$W/sft_lookup_two.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
   stage lookup sft --model "$OUT/ae/model" --init-from "$OUT/lookup-two/model" \
     --data "$W/sft_lookup.jsonl" --steps "$LOOKUP_STEPS" "${LOOKUP_SET[@]}"
-  head -n "$LOOKUP_MIX" "$W/sft_lookup.jsonl" > "$W/.sft_lookup_mix.tmp"
-  mv "$W/.sft_lookup_mix.tmp" "$W/sft_lookup_mix.jsonl"
+  first_rows "$LOOKUP_MIX" "$W/sft_lookup.jsonl" "$W/sft_lookup_mix.jsonl"
   SFT_FROM="$OUT/lookup/model" SFT_DATA+=("$W/sft_lookup_mix.jsonl")
 fi
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
