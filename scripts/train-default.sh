@@ -23,6 +23,11 @@
 # SFT then keeps PERCEIVE_MIX (2000) of each world's descriptions among its rows. About 1.4-1.8
 # s/step on 2 cores: with GROUNDED=1 about two hours, over the 90-minute budget. The thirteenth run
 # (docs/results.md) then described its pictures far above the shuffled bar, but its chains broke.
+# DESCRIPTION_THOUGHTS=1 (an experiment) opens every chain's first thought with the picture's scene
+# description (`cooper world --description-thoughts`; with GROUNDED=1 in place of the cell listing),
+# the text the perception curriculum teaches, and answers counts, existence, colour and shape from
+# it. TEXT_ANSWERS=1 (an experiment) makes multiple-choice chains and RL rows answer with the
+# option's text, which the evaluation maps to its letter (`cooper world --option-text-answers`).
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -56,6 +61,8 @@ PERCEIVE_SCENES=${PERCEIVE_SCENES:-8000}
 PERCEIVE_DISTANCE=${PERCEIVE_DISTANCE:-4}
 PERCEIVE_STEPS=${PERCEIVE_STEPS:-1000}
 PERCEIVE_MIX=${PERCEIVE_MIX:-2000}
+DESCRIPTION_THOUGHTS=${DESCRIPTION_THOUGHTS:-0}
+TEXT_ANSWERS=${TEXT_ANSWERS:-0}
 if [[ "$PERCEIVE" == 1 && "$GROUNDED" != 1 ]]; then
   echo "PERCEIVE=1 needs GROUNDED=1 (a pretrained ViT, frozen)" >&2
   exit 2
@@ -63,18 +70,31 @@ fi
 source scripts/recipe.sh
 mkdir -p "$OUT"
 
-# GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`).
-WORLD_FLAGS=() LISTING_THOUGHTS=false
-[[ "$GROUNDED" == 1 ]] && WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
+# GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`),
+# DESCRIPTION_THOUGHTS=1 ones with the scene description.
+WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false
+if [[ "$DESCRIPTION_THOUGHTS" == 1 ]]; then
+  WORLD_FLAGS=(--description-thoughts) DESCRIPTION_FLAG=true
+elif [[ "$GROUNDED" == 1 ]]; then
+  WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
+fi
+[[ "$TEXT_ANSWERS" == 1 ]] && WORLD_FLAGS+=(--option-text-answers) TEXT_FLAG=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
 # made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
 made_with() { grep -Eq "\"max_distance\": *$2(\.0)?," "$1/manifest.json"; }
 # first_rows N SRC DST: the first N rows of SRC, written to DST whole or not at all.
 first_rows() { head -n "$1" "$2" > "$3.tmp" && mv "$3.tmp" "$3"; }
+# has_setting KEY VALUE: the training world's manifest says KEY is VALUE (false when absent: a
+# world made before the setting existed).
+has_setting() {
+  local m="$OUT/world/manifest.json"
+  if grep -q "\"$1\"" "$m"; then grep -Eq "\"$1\": *$2" "$m"; else [[ "$2" == false ]]; fi
+}
 world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
     grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json" &&
+    has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }
 }

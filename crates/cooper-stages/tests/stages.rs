@@ -30,8 +30,7 @@ fn fixture() -> &'static Fixture {
             },
             questions_per_scene: 4,
             chains_per_scene: 1,
-            listing_thoughts: false,
-            lookup_rows: 0,
+            ..WorldConfig::default()
         };
         write_dataset(&config, &world, &|_| {}).unwrap();
         let model = dir.path().join("tiny");

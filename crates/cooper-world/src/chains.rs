@@ -73,9 +73,39 @@ fn pick<'s>(rng: &mut ChaCha8Rng, items: &[&'s str]) -> &'s str {
     items[rng.random_range(0..items.len())]
 }
 
-/// The value put in `\boxed{}`: the graded answer.
-pub fn boxed(q: &Question) -> String {
-    format!("\\boxed{{{}}}", q.answer)
+/// What a chain's first thinking turn opens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Opening {
+    /// Nothing: the chain goes straight to its plan or reason.
+    #[default]
+    Plain,
+    /// The picture's [`cell_listing`].
+    CellListing,
+    /// The picture's [`scene_description`], the text a description chain answers with.
+    Description,
+}
+
+/// How the chains of a world are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainStyle {
+    pub opening: Opening,
+    /// Multiple-choice chains answer with the option's text (`\boxed{red}`), which the
+    /// evaluation maps back to its letter (exactly one option's text in the answer), instead of
+    /// naming the letter. The default model never learnt to turn the option it names into that
+    /// option's letter (docs/results.md); an answer in words is the model's own decision.
+    pub option_text_answers: bool,
+}
+
+impl ChainStyle {
+    /// The graded answer of `q` as written in these chains: the option's text for multiple
+    /// choice with [`ChainStyle::option_text_answers`], the question's answer otherwise.
+    pub fn answer<'q>(&self, q: &'q Question) -> &'q str {
+        if self.option_text_answers && q.kind == AnswerKind::Mcq {
+            &q.answer_text
+        } else {
+            &q.answer
+        }
+    }
 }
 
 /// Words for a relative depth value, matching the Spectral colouring (near = red).
@@ -351,14 +381,12 @@ fn final_turn(
     scene: &Scene,
     frame: &Frame,
     lead: &str,
-    listing_thoughts: bool,
+    style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> String {
-    let mut reason = listing_thoughts
-        .then(|| explain_from_listing(q, scene, frame))
-        .flatten()
+    let mut reason = explain_from_opening(q, scene, frame, style.opening)
         .unwrap_or_else(|| explain(q, scene, frame));
-    if q.kind == AnswerKind::Mcq {
+    if q.kind == AnswerKind::Mcq && !style.option_text_answers {
         // Naming the option right after the answer's words lets the answer turn copy the letter
         // from the model's own text, instead of matching the words against the options at once,
         // which the small default model did not learn (docs/results.md).
@@ -375,8 +403,8 @@ fn final_turn(
     format!(
         // The reason is said once, in the thinking turn; the answer turn only commits to it, which
         // keeps the loss tokens of a small model on the decision rather than on a repeated sentence.
-        "<think> {lead}{reason} </think>\n<answer> {closing} {}. </answer>",
-        boxed(q)
+        "<think> {lead}{reason} </think>\n<answer> {closing} \\boxed{{{}}}. </answer>",
+        style.answer(q)
     )
 }
 
@@ -389,15 +417,50 @@ fn opening(q: &Question) -> Vec<ChainItem> {
     ]
 }
 
-/// With listing thoughts, counts and existence are read off the listing the chain opened with:
-/// the matching objects are named again, in the listing's order, before the count or the verdict.
-/// Other questions keep [`explain`]'s sentence.
-fn explain_from_listing(q: &Question, scene: &Scene, frame: &Frame) -> Option<String> {
+/// With an opening, counts and existence are read off it: the matching objects are named again,
+/// in the opening's order, before the count or the verdict. A description also answers colour and
+/// shape: the object is named as the question names it, next to the attribute the description
+/// gave it. Other questions keep [`explain`]'s sentence (`None`).
+fn explain_from_opening(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    opening: Opening,
+) -> Option<String> {
+    let (order, noun) = match opening {
+        Opening::Plain => return None,
+        Opening::CellListing => (in_listing_order(scene, frame), "listing"),
+        Opening::Description => (
+            visible_left_to_right(scene, frame)
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect(),
+            "description",
+        ),
+    };
     let (color, kind) = match q.query {
         Query::Count { color, kind } | Query::Exists { color, kind } => (color, kind),
+        Query::ColorOf { a } if opening == Opening::Description => {
+            let o = scene.object(a)?;
+            return Some(format!(
+                "The description names the {}: the {} is {}.",
+                o.name(),
+                o.kind.noun(),
+                q.answer_text
+            ));
+        }
+        Query::ShapeOf { a } if opening == Opening::Description => {
+            let o = scene.object(a)?;
+            return Some(format!(
+                "The description names the {}: the {} object is a {}.",
+                o.name(),
+                o.color.name(),
+                q.answer_text
+            ));
+        }
         _ => return None,
     };
-    let names: Vec<String> = in_listing_order(scene, frame)
+    let names: Vec<String> = order
         .into_iter()
         .filter(|o| matches(o, color, kind))
         .map(|o| format!("the {}", o.name()))
@@ -408,26 +471,27 @@ fn explain_from_listing(q: &Question, scene: &Scene, frame: &Frame) -> Option<St
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     };
     Some(match (&q.query, names.len()) {
-        (Query::Count { .. }, n) => format!("The listing names {named}: {n} in all."),
-        (_, 0) => "Nothing in the listing matches.".to_string(),
-        _ => format!("The listing names {named}, which matches."),
+        (Query::Count { .. }, n) => format!("The {noun} names {named}: {n} in all."),
+        (_, 0) => format!("Nothing in the {noun} matches."),
+        _ => format!("The {noun} names {named}, which matches."),
     })
 }
 
 /// An interleaved chain: positive questions always call their tools, negative ones never
 /// (they answer directly and say why), boundary ones call them with probability 1/2.
 ///
-/// With `listing_thoughts` the first thinking turn opens with the picture's [`cell_listing`]
-/// (what the model can learn to read off the picture, since it is keyed to places), and counts
-/// and existence are answered from it; the random draws are the same either way.
+/// `style.opening` puts the picture's cell listing or description at the start of the first
+/// thinking turn (what the model can learn to read off the picture), and counts and existence
+/// (with a description, colour and shape too) are answered from it; the random draws are the
+/// same whatever the style.
 pub fn interleaved_chain(
     q: &Question,
     scene: &Scene,
     frame: &Frame,
-    listing_thoughts: bool,
+    style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
-    let look = opening_thought(scene, frame, listing_thoughts);
+    let look = opening_thought(scene, frame, style.opening);
     let tools: Vec<Tool> = match q.flag {
         Flag::Positive => q.category.tools().to_vec(),
         Flag::Negative => Vec::new(),
@@ -451,14 +515,7 @@ pub fn interleaved_chain(
         } else {
             "The image alone is clear enough here, so I will answer without extra tools. "
         };
-        return tool_free_chain(
-            q,
-            scene,
-            frame,
-            &format!("{look}{lead}"),
-            listing_thoughts,
-            rng,
-        );
+        return tool_free_chain(q, scene, frame, &format!("{look}{lead}"), style, rng);
     }
     let rel = frame.relative_depth();
     let mut items = opening(q);
@@ -498,14 +555,7 @@ pub fn interleaved_chain(
         ],
     );
     items.push(text(
-        final_turn(
-            q,
-            scene,
-            frame,
-            &format!("{notes}{check}"),
-            listing_thoughts,
-            rng,
-        ),
+        final_turn(q, scene, frame, &format!("{notes}{check}"), style, rng),
         true,
     ));
     Chain {
@@ -515,26 +565,26 @@ pub fn interleaved_chain(
     }
 }
 
-/// The opening of a chain's first thinking turn: the cell listing and a space with listing
-/// thoughts, nothing without.
-fn opening_thought(scene: &Scene, frame: &Frame, listing_thoughts: bool) -> String {
-    if listing_thoughts {
-        format!("{} ", cell_listing(scene, frame))
-    } else {
-        String::new()
+/// The opening of a chain's first thinking turn, followed by a space (nothing for
+/// [`Opening::Plain`]).
+fn opening_thought(scene: &Scene, frame: &Frame, opening: Opening) -> String {
+    match opening {
+        Opening::Plain => String::new(),
+        Opening::CellListing => format!("{} ", cell_listing(scene, frame)),
+        Opening::Description => format!("{} ", scene_description(scene, frame)),
     }
 }
 
-/// A text-only chain: one thinking turn and the answer (opened by the cell listing with
-/// `listing_thoughts`, as in [`interleaved_chain`]).
+/// A text-only chain: one thinking turn and the answer (opened as `style` says, as in
+/// [`interleaved_chain`]).
 pub fn text_chain(
     q: &Question,
     scene: &Scene,
     frame: &Frame,
-    listing_thoughts: bool,
+    style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
-    let look = opening_thought(scene, frame, listing_thoughts);
+    let look = opening_thought(scene, frame, style.opening);
     let lead = pick(
         rng,
         &[
@@ -543,14 +593,7 @@ pub fn text_chain(
             "Looking at the objects in the picture: ",
         ],
     );
-    tool_free_chain(
-        q,
-        scene,
-        frame,
-        &format!("{look}{lead}"),
-        listing_thoughts,
-        rng,
-    )
+    tool_free_chain(q, scene, frame, &format!("{look}{lead}"), style, rng)
 }
 
 /// A chain that answers at once: the opening and one final turn led by `lead`.
@@ -559,14 +602,11 @@ fn tool_free_chain(
     scene: &Scene,
     frame: &Frame,
     lead: &str,
-    listing_thoughts: bool,
+    style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
     let mut items = opening(q);
-    items.push(text(
-        final_turn(q, scene, frame, lead, listing_thoughts, rng),
-        true,
-    ));
+    items.push(text(final_turn(q, scene, frame, lead, style, rng), true));
     Chain {
         question_id: q.id.clone(),
         uses_tools: false,
@@ -582,8 +622,24 @@ fn tool_free_chain(
 /// never had. One description per scene ties every object's pixels to its words. Deterministic:
 /// it draws no random numbers, so adding it leaves the other chains of a scene unchanged.
 pub fn description_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain {
-    let seen = visible_left_to_right(scene, frame);
-    let parts: Vec<String> = seen
+    let n = visible_left_to_right(scene, frame).len();
+    let plural = if n == 1 { "" } else { "s" };
+    single_turn_chain(
+        format!("{scene_id}-describe"),
+        DESCRIBE_PROMPT,
+        format!(
+            "<think> {} </think>\n<answer> The image shows \\boxed{{{n}}} object{plural}. </answer>",
+            scene_description(scene, frame)
+        ),
+    )
+}
+
+/// "I can see 3 objects. From left to right: the red box, in the top-left cell, about 2.1 m from
+/// the camera; ...": every visible object from left to right with its colour, shape, grid cell and
+/// camera distance. The thought of a description chain, and with [`Opening::Description`] the
+/// opening of every chain's first thinking turn.
+pub fn scene_description(scene: &Scene, frame: &Frame) -> String {
+    let parts: Vec<String> = visible_left_to_right(scene, frame)
         .iter()
         .map(|(o, s)| {
             let hidden = if s.occluded_fraction() > 0.25 {
@@ -599,21 +655,14 @@ pub fn description_chain(scene_id: &str, scene: &Scene, frame: &Frame) -> Chain 
             )
         })
         .collect();
-    let n = parts.len();
-    let listing = match n {
+    match parts.len() {
         0 => "I can see no objects, only the floor and the walls.".to_string(),
         1 => format!("I can see one object: {}.", parts[0]),
-        _ => format!(
+        n => format!(
             "I can see {n} objects. From left to right: {}.",
             parts.join("; ")
         ),
-    };
-    let plural = if n == 1 { "" } else { "s" };
-    single_turn_chain(
-        format!("{scene_id}-describe"),
-        DESCRIBE_PROMPT,
-        format!("<think> {listing} </think>\n<answer> The image shows \\boxed{{{n}}} object{plural}. </answer>"),
-    )
+    }
 }
 
 /// The objects the questions may name (at least `min_pixels` visible), left to right.
@@ -748,11 +797,19 @@ mod tests {
             ..Default::default()
         };
         let mut seen_tools = 0;
-        for (i, listing_thoughts) in (0..12).flat_map(|i| [(i, false), (i, true)]) {
+        let styles = [Opening::Plain, Opening::CellListing, Opening::Description]
+            .into_iter()
+            .flat_map(|opening| {
+                [false, true].map(|option_text_answers| ChainStyle {
+                    opening,
+                    option_text_answers,
+                })
+            });
+        for (i, style) in (0..12).flat_map(|i| styles.clone().map(move |s| (i, s))) {
             let g = generate_scene(&cfg, i);
             let mut rng = scene_rng(4, i, 2);
             for q in &g.questions {
-                let c = interleaved_chain(q, &g.scene, &g.frame, listing_thoughts, &mut rng);
+                let c = interleaved_chain(q, &g.scene, &g.frame, style, &mut rng);
                 assert!(format_ok(&c), "{c:#?}");
                 match q.flag {
                     Flag::Positive => assert!(c.uses_tools),
@@ -778,16 +835,37 @@ mod tests {
                     }
                     _ => panic!("a chain ends with text"),
                 };
-                assert!(last.contains(&boxed(q)));
-                // A multiple-choice reason names its option, and only a multiple-choice one does.
+                let letter = q.kind == AnswerKind::Mcq && !style.option_text_answers;
+                if letter || q.kind != AnswerKind::Mcq {
+                    assert!(last.contains(&format!("\\boxed{{{}}}", q.answer)));
+                } else {
+                    assert_option_text_answer(q, last);
+                }
+                // A reason that answers with a letter names its option, and only such a one does.
                 let names_option = last.contains(&format!("That matches option {}.", q.answer));
-                assert_eq!(names_option, q.kind == AnswerKind::Mcq, "{last}");
+                assert_eq!(names_option, letter, "{last}");
                 assert_eq!(last.contains("That matches option"), names_option, "{last}");
-                let t = text_chain(q, &g.scene, &g.frame, listing_thoughts, &mut rng);
+                let t = text_chain(q, &g.scene, &g.frame, style, &mut rng);
                 assert!(format_ok(&t) && t.items.len() == 3);
             }
         }
         assert!(seen_tools > 0);
+    }
+
+    /// An answer in words boxes the right option's text, and that text picks out one option the
+    /// way the evaluation's last letter rule reads it: the right option's text occurs in the box,
+    /// and every other option's text that occurs there is part of the right one.
+    fn assert_option_text_answer(q: &Question, last: &str) {
+        let right = &q.options[(q.answer.as_bytes()[0] - b'A') as usize];
+        assert_eq!(right, &q.answer_text);
+        let boxed = format!("\\boxed{{{right}}}");
+        assert!(last.contains(&boxed), "{boxed} in {last}");
+        for other in q.options.iter().filter(|o| *o != right) {
+            assert!(
+                !right.contains(other.as_str()) || other.len() < right.len(),
+                "{other} against {right}"
+            );
+        }
     }
 
     /// The loss turns of a chain, in order.
@@ -818,8 +896,12 @@ mod tests {
             let (mut plain_rng, mut look_rng) = (scene_rng(5, i, 2), scene_rng(5, i, 2));
             for q in &g.questions {
                 for make in [interleaved_chain, text_chain] {
-                    let plain = make(q, &g.scene, &g.frame, false, &mut plain_rng);
-                    let look = make(q, &g.scene, &g.frame, true, &mut look_rng);
+                    let listed = ChainStyle {
+                        opening: Opening::CellListing,
+                        ..Default::default()
+                    };
+                    let plain = make(q, &g.scene, &g.frame, Default::default(), &mut plain_rng);
+                    let look = make(q, &g.scene, &g.frame, listed, &mut look_rng);
                     let (plain, look) = (turns(&plain), turns(&look));
                     assert_eq!(plain.len(), look.len());
                     let first = look[0]
@@ -856,6 +938,55 @@ mod tests {
             counts > 0 && exists > 0,
             "{counts} counts, {exists} existence questions"
         );
+    }
+
+    #[test]
+    fn description_thoughts_open_the_first_turn_and_answer_appearance_from_it() {
+        let cfg = WorldConfig {
+            seed: 6,
+            questions_per_scene: 12,
+            ..Default::default()
+        };
+        let style = ChainStyle {
+            opening: Opening::Description,
+            option_text_answers: true,
+        };
+        let (mut appearance, mut counts) = (0, 0);
+        for i in 0..24 {
+            let g = generate_scene(&cfg, i);
+            let description = scene_description(&g.scene, &g.frame);
+            let mut rng = scene_rng(6, i, 2);
+            for q in &g.questions {
+                for make in [interleaved_chain, text_chain] {
+                    let c = make(q, &g.scene, &g.frame, style, &mut rng);
+                    let turns = turns(&c);
+                    assert!(
+                        turns[0].starts_with(&format!("<think> {description} ")),
+                        "{description} opens {}",
+                        turns[0]
+                    );
+                    let last = turns.last().unwrap();
+                    match q.query {
+                        Query::ColorOf { a } | Query::ShapeOf { a } => {
+                            let o = g.scene.object(a).unwrap();
+                            // The object as the description names it, then its attribute in the
+                            // words of the answer.
+                            assert!(last.contains(&format!("names the {}:", o.name())), "{last}");
+                            assert!(last.contains(&format!("\\boxed{{{}}}", q.answer_text)));
+                            assert!(description.contains(&format!("the {},", o.name())));
+                            appearance += 1;
+                        }
+                        Query::Count { .. } => {
+                            assert!(last.contains(&format!(": {} in all.", q.answer_text)));
+                            assert!(last.contains("The description names"), "{last}");
+                            counts += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert!(appearance > 0 && counts > 0, "{appearance} {counts}");
     }
 
     /// The first 12 scenes of seed 9 with the single answer turn of `make`'s chain for each,

@@ -11,7 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::chains::{cells_chain, description_chain, interleaved_chain, text_chain};
+use crate::chains::{
+    cells_chain, description_chain, interleaved_chain, text_chain, ChainStyle, Opening,
+};
 use crate::error::{Result, WorldError};
 use crate::formats::{
     cells_row, depth_to_u16, description_row, png_rgb, png_u16, rl_row, sft_row, tsv_header,
@@ -41,6 +43,14 @@ pub struct WorldConfig {
     /// and existence from it ([`crate::chains::interleaved_chain`]).
     #[serde(default)]
     pub listing_thoughts: bool,
+    /// Open every chain's first thinking turn with the picture's scene description instead, and
+    /// answer counts, existence, colour and shape from it (not with `listing_thoughts`).
+    #[serde(default)]
+    pub description_thoughts: bool,
+    /// Multiple-choice chains and RL rows answer with the option's text rather than its letter
+    /// ([`crate::chains::ChainStyle::option_text_answers`]).
+    #[serde(default)]
+    pub option_text_answers: bool,
     /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
     /// [`crate::lookups`]); 0 writes neither.
     #[serde(default)]
@@ -56,8 +66,29 @@ impl Default for WorldConfig {
             questions_per_scene: 6,
             chains_per_scene: 1,
             listing_thoughts: false,
+            description_thoughts: false,
+            option_text_answers: false,
             lookup_rows: 0,
         }
+    }
+}
+
+impl WorldConfig {
+    /// How this world's chains are written; an error when both openings are asked for.
+    pub fn chain_style(&self) -> Result<ChainStyle> {
+        let opening = match (self.listing_thoughts, self.description_thoughts) {
+            (false, false) => Opening::Plain,
+            (true, false) => Opening::CellListing,
+            (false, true) => Opening::Description,
+            (true, true) => return Err(WorldError::Config(
+                "listing_thoughts and description_thoughts both open the first thought; choose one"
+                    .into(),
+            )),
+        };
+        Ok(ChainStyle {
+            opening,
+            option_text_answers: self.option_text_answers,
+        })
     }
 }
 
@@ -159,25 +190,14 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         depth: crate::formats::base64_png(&png_rgb(&g.frame.depth_colors())?),
         segmentation: crate::formats::base64_png(&png_rgb(&g.frame.semantic_colors())?),
     };
+    let style = config.chain_style()?;
     let mut chain_rng = scene_rng(config.seed, index, 2);
     let mut sft_interleaved = Vec::new();
     let mut sft_text = Vec::new();
     for q in g.questions.iter().take(config.chains_per_scene) {
-        let c = interleaved_chain(
-            q,
-            &g.scene,
-            &g.frame,
-            config.listing_thoughts,
-            &mut chain_rng,
-        );
+        let c = interleaved_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
         sft_interleaved.push(sft_row(&c, q, &images));
-        let t = text_chain(
-            q,
-            &g.scene,
-            &g.frame,
-            config.listing_thoughts,
-            &mut chain_rng,
-        );
+        let t = text_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
         sft_text.push(sft_row(&t, q, &images));
     }
     let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
@@ -198,7 +218,11 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
             instance_image: inst_rel,
             data_id: id,
         },
-        rl: g.questions.iter().map(|q| rl_row(q, &rgb_rel)).collect(),
+        rl: g
+            .questions
+            .iter()
+            .map(|q| rl_row(q, style.answer(q), &rgb_rel))
+            .collect(),
         questions: g.questions,
         sft_interleaved,
         sft_text,
@@ -230,6 +254,7 @@ pub fn write_dataset(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<DatasetSummary> {
     config.scene.validate()?;
+    config.chain_style()?;
     if config.questions_per_scene == 0 {
         return Err(WorldError::Config(
             "questions_per_scene must be at least 1".into(),

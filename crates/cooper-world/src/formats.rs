@@ -255,12 +255,14 @@ fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImage
     }
 }
 
-/// An RL row for a question whose image is at `image` (relative to the image root).
-pub fn rl_row(q: &Question, image: &str) -> RlRow {
+/// An RL row for a question whose image is at `image` (relative to the image root), graded
+/// against `answer` (the question's answer, or its option's text in a world whose chains answer in
+/// words).
+pub fn rl_row(q: &Question, answer: &str, image: &str) -> RlRow {
     RlRow {
         image: image.to_string(),
         question: q.prompt(),
-        answer: q.answer.clone(),
+        answer: answer.to_string(),
         data_id: q.id.clone(),
         flag: q.flag.name().into(),
         category: q.category.name().into(),

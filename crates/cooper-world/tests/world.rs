@@ -393,3 +393,67 @@ fn written_formats_parse_and_agree() {
         .count();
     assert_eq!(n as u64, summary.questions);
 }
+
+#[test]
+fn chain_styles_change_only_the_chains_and_rl_answers() {
+    let cfg = WorldConfig {
+        scenes: 4,
+        ..small_config(8)
+    };
+    let plain = tempfile::tempdir().unwrap();
+    write_dataset(&cfg, plain.path(), &|_| {}).unwrap();
+    let styled_cfg = WorldConfig {
+        description_thoughts: true,
+        option_text_answers: true,
+        ..cfg.clone()
+    };
+    let styled = tempfile::tempdir().unwrap();
+    write_dataset(&styled_cfg, styled.path(), &|_| {}).unwrap();
+    let (a, b) = (read_all(plain.path()), read_all(styled.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert_eq!(
+        changed,
+        [
+            "manifest.json",
+            "rl.jsonl",
+            "sft_interleaved.jsonl",
+            "sft_text.jsonl"
+        ]
+    );
+    // RL rows of multiple-choice questions grade against the option's text; the others as before.
+    let rows = |m: &BTreeMap<String, Vec<u8>>| -> Vec<serde_json::Value> {
+        String::from_utf8(m["rl.jsonl"].clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let questions: Vec<Question> = String::from_utf8(a["questions.jsonl"].clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (before, after) = (rows(&a), rows(&b));
+    assert_eq!(before.len(), questions.len());
+    let mut mcq = 0;
+    for ((q, x), y) in questions.iter().zip(&before).zip(&after) {
+        assert_eq!(x["answer"], q.answer.as_str());
+        if q.kind == AnswerKind::Mcq {
+            assert_eq!(y["answer"], answer_text(q).as_str());
+            mcq += 1;
+        } else {
+            assert_eq!(x, y);
+        }
+    }
+    assert!(mcq > 0);
+    // Both openings at once are refused before anything is written.
+    let both = WorldConfig {
+        listing_thoughts: true,
+        ..styled_cfg
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = write_dataset(&both, &out.path().join("w"), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("description_thoughts"), "{err}");
+    assert!(!out.path().join("w").exists());
+}

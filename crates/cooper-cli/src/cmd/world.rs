@@ -46,6 +46,14 @@ pub struct WorldArgs {
     /// answer counting and existence questions from it.
     #[arg(long)]
     pub listing_thoughts: bool,
+    /// Open every SFT chain's first thinking turn with the picture's scene description (the text
+    /// of `sft_describe.jsonl`), and answer counting, existence, colour and shape from it.
+    #[arg(long, conflicts_with = "listing_thoughts")]
+    pub description_thoughts: bool,
+    /// Multiple-choice chains (and RL rows) answer with the option's text, `\boxed{red}`, which
+    /// the evaluation maps to its letter, instead of the letter.
+    #[arg(long)]
+    pub option_text_answers: bool,
     /// Also write this many text-only option lookups, two options each
     /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
     /// teaches a from-scratch LLM to find an option by its text.
@@ -69,6 +77,8 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         questions_per_scene: args.questions,
         chains_per_scene: args.chains,
         listing_thoughts: args.listing_thoughts,
+        description_thoughts: args.description_thoughts,
+        option_text_answers: args.option_text_answers,
         lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);
