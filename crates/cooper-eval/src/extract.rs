@@ -659,6 +659,18 @@ mod tests {
             extract(raw, AnswerKind::YesNo, &o),
             Some((Prediction::YesNo(true), Source::Boxed))
         );
+        // An answer in words, as the chains of `cooper world --option-text-answers` write it
+        // (the box opens with a space): the option whose text it is.
+        let raw = "<answer> So the answer is \\boxed{ left front}. </answer>";
+        assert_eq!(
+            extract(raw, AnswerKind::MultipleChoice, &o),
+            Some((Prediction::Letter('D'), Source::Boxed))
+        );
+        let raw = "<answer> The answer is \\boxed{ No}. </answer>";
+        assert_eq!(
+            extract(raw, AnswerKind::YesNo, &o),
+            Some((Prediction::YesNo(false), Source::Boxed))
+        );
         let raw = "</think>The distance is \\boxed{1.2 m}";
         assert_eq!(
             extract(raw, AnswerKind::Number, &o),

@@ -1181,6 +1181,15 @@ mod tests {
         assert!(m.is_correct("$\\text{Red}$", "red"));
         assert!(!m.is_correct("", "red"));
         assert!(!m.is_correct("blue", "red"));
+        // answers in words, as `cooper world --option-text-answers` chains and RL rows write them
+        assert!(m.is_correct(
+            "<answer> So the answer is \\boxed{ cyan cone}. </answer>",
+            "cyan cone"
+        ));
+        assert!(!m.is_correct(
+            "<answer> So the answer is \\boxed{ cyan}. </answer>",
+            "cyan cone"
+        ));
     }
 
     #[test]

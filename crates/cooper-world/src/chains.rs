@@ -89,10 +89,11 @@ pub enum Opening {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChainStyle {
     pub opening: Opening,
-    /// Multiple-choice chains answer with the option's text (`\boxed{red}`), which the
+    /// Multiple-choice chains answer with the option's text (`\boxed{ red}`), which the
     /// evaluation maps back to its letter (exactly one option's text in the answer), instead of
     /// naming the letter. The default model never learnt to turn the option it names into that
-    /// option's letter (docs/results.md); an answer in words is the model's own decision.
+    /// option's letter (docs/results.md); an answer in words is the model's own decision. Every
+    /// box then opens with a space, see [`ChainStyle::boxed_answer`].
     pub option_text_answers: bool,
 }
 
@@ -104,6 +105,19 @@ impl ChainStyle {
             &q.answer_text
         } else {
             &q.answer
+        }
+    }
+
+    /// The `\boxed{}` that ends a chain. Answering in words, the box opens with a space
+    /// (`\boxed{ red}`): a byte-level BPE writes a word after a space (`Ġred`) and after `{` (`red`)
+    /// as two unrelated tokens, so without the space the box cannot copy the thought's last word
+    /// token for token, and the fifteenth run's boxes did not (docs/results.md). Letters keep the
+    /// official form (`\boxed{B}`).
+    pub fn boxed_answer(&self, q: &Question) -> String {
+        if self.option_text_answers {
+            format!("\\boxed{{ {}}}", self.answer(q))
+        } else {
+            format!("\\boxed{{{}}}", q.answer)
         }
     }
 }
@@ -403,8 +417,8 @@ fn final_turn(
     format!(
         // The reason is said once, in the thinking turn; the answer turn only commits to it, which
         // keeps the loss tokens of a small model on the decision rather than on a repeated sentence.
-        "<think> {lead}{reason} </think>\n<answer> {closing} \\boxed{{{}}}. </answer>",
-        style.answer(q)
+        "<think> {lead}{reason} </think>\n<answer> {closing} {}. </answer>",
+        style.boxed_answer(q)
     )
 }
 
@@ -836,10 +850,12 @@ mod tests {
                     _ => panic!("a chain ends with text"),
                 };
                 let letter = q.kind == AnswerKind::Mcq && !style.option_text_answers;
-                if letter || q.kind != AnswerKind::Mcq {
+                if !style.option_text_answers {
                     assert!(last.contains(&format!("\\boxed{{{}}}", q.answer)));
-                } else {
+                } else if q.kind == AnswerKind::Mcq {
                     assert_option_text_answer(q, last);
+                } else {
+                    assert!(last.contains(&format!("\\boxed{{ {}}}", q.answer)));
                 }
                 // A reason that answers with a letter names its option, and only such a one does.
                 let names_option = last.contains(&format!("That matches option {}.", q.answer));
@@ -858,7 +874,7 @@ mod tests {
     fn assert_option_text_answer(q: &Question, last: &str) {
         let right = &q.options[(q.answer.as_bytes()[0] - b'A') as usize];
         assert_eq!(right, &q.answer_text);
-        let boxed = format!("\\boxed{{{right}}}");
+        let boxed = format!("\\boxed{{ {right}}}");
         assert!(last.contains(&boxed), "{boxed} in {last}");
         for other in q.options.iter().filter(|o| *o != right) {
             assert!(
@@ -972,7 +988,7 @@ mod tests {
                             // The object as the description names it, then its attribute in the
                             // words of the answer.
                             assert!(last.contains(&format!("names the {}:", o.name())), "{last}");
-                            assert!(last.contains(&format!("\\boxed{{{}}}", q.answer_text)));
+                            assert!(last.contains(&format!("\\boxed{{ {}}}", q.answer_text)));
                             assert!(description.contains(&format!("the {},", o.name())));
                             appearance += 1;
                         }
