@@ -93,7 +93,7 @@ has_setting() {
 }
 world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
-    grep -Eq "\"listing_thoughts\": *$LISTING_THOUGHTS" "$OUT/world/manifest.json" &&
+    has_setting listing_thoughts "$LISTING_THOUGHTS" &&
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }

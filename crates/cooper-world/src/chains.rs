@@ -441,17 +441,6 @@ fn explain_from_opening(
     frame: &Frame,
     opening: Opening,
 ) -> Option<String> {
-    let (order, noun) = match opening {
-        Opening::Plain => return None,
-        Opening::CellListing => (in_listing_order(scene, frame), "listing"),
-        Opening::Description => (
-            visible_left_to_right(scene, frame)
-                .into_iter()
-                .map(|(o, _)| o)
-                .collect(),
-            "description",
-        ),
-    };
     let (color, kind) = match q.query {
         Query::Count { color, kind } | Query::Exists { color, kind } => (color, kind),
         Query::ColorOf { a } if opening == Opening::Description => {
@@ -473,6 +462,18 @@ fn explain_from_opening(
             ));
         }
         _ => return None,
+    };
+    // Only counts and existence need the objects in the opening's order.
+    let (order, noun) = match opening {
+        Opening::Plain => return None,
+        Opening::CellListing => (in_listing_order(scene, frame), "listing"),
+        Opening::Description => (
+            visible_left_to_right(scene, frame)
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect(),
+            "description",
+        ),
     };
     let names: Vec<String> = order
         .into_iter()

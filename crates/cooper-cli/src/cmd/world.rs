@@ -50,8 +50,8 @@ pub struct WorldArgs {
     /// of `sft_describe.jsonl`), and answer counting, existence, colour and shape from it.
     #[arg(long, conflicts_with = "listing_thoughts")]
     pub description_thoughts: bool,
-    /// Multiple-choice chains (and RL rows) answer with the option's text, `\boxed{red}`, which
-    /// the evaluation maps to its letter, instead of the letter.
+    /// Multiple-choice chains (and RL rows) answer with the option's text, `\boxed{ red}` (every
+    /// box opening with a space), which the evaluation maps to its letter, instead of the letter.
     #[arg(long)]
     pub option_text_answers: bool,
     /// Also write this many text-only option lookups, two options each
