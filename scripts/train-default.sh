@@ -23,11 +23,18 @@
 # SFT then keeps PERCEIVE_MIX (2000) of each world's descriptions among its rows. About 1.4-1.8
 # s/step on 2 cores: with GROUNDED=1 about two hours, over the 90-minute budget. The thirteenth run
 # (docs/results.md) then described its pictures far above the shuffled bar, but its chains broke.
+# PERCEIVE_STEPS=0 skips the describe-only stage and only mixes the descriptions into SFT (the
+# fifteenth run's schedule; with GROUNDED=1 and TEXT_ANSWERS=1, 76 minutes in the sixteenth run).
 # DESCRIPTION_THOUGHTS=1 (an experiment) opens every chain's first thought with the picture's scene
 # description (`cooper world --description-thoughts`; with GROUNDED=1 in place of the cell listing),
 # the text the perception curriculum teaches, and answers counts, existence, colour and shape from
 # it. TEXT_ANSWERS=1 (an experiment) makes multiple-choice chains and RL rows answer with the
-# option's text, which the evaluation maps to its letter (`cooper world --option-text-answers`).
+# option's text, which the evaluation maps to its letter (`cooper world --option-text-answers`);
+# the chains then open by restating the options, and RESTATE_STEPS (300) of text-only
+# restatements (`sft_restate.jsonl`) run right before SFT, which keeps them among its rows.
+# SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
+# stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
+# turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run).
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -35,7 +42,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
 if [[ "${QUICK:-0}" == 1 ]]; then
   : "${SCENES:=40}" "${EVAL_SCENES:=10}" "${AE_STEPS:=10}" "${AMG_STEPS:=10}" "${SFT_STEPS:=10}" "${GRPO_STEPS:=2}"
-  : "${VIT_STEPS:=10}" "${GROUND_STEPS:=10}" "${LOOKUP_STEPS:=5}" "${PERCEIVE_STEPS:=5}" "${PERCEIVE_SCENES:=20}"
+  : "${VIT_STEPS:=10}" "${GROUND_STEPS:=10}" "${LOOKUP_STEPS:=5}" "${PERCEIVE_STEPS:=5}" "${PERCEIVE_SCENES:=20}" "${RESTATE_STEPS:=5}"
   echo "QUICK=1: a smoke run of every stage; the model it makes is not useful"
 fi
 SCENES=${SCENES:-2000}
@@ -63,8 +70,14 @@ PERCEIVE_STEPS=${PERCEIVE_STEPS:-1000}
 PERCEIVE_MIX=${PERCEIVE_MIX:-2000}
 DESCRIPTION_THOUGHTS=${DESCRIPTION_THOUGHTS:-0}
 TEXT_ANSWERS=${TEXT_ANSWERS:-0}
+RESTATE_STEPS=${RESTATE_STEPS:-300}
+SFT_TRAIN_VIT=${SFT_TRAIN_VIT:-0}
 if [[ "$PERCEIVE" == 1 && "$GROUNDED" != 1 ]]; then
   echo "PERCEIVE=1 needs GROUNDED=1 (a pretrained ViT, frozen)" >&2
+  exit 2
+fi
+if [[ "$SFT_TRAIN_VIT" == 1 && "$GROUNDED" != 1 ]]; then
+  echo "SFT_TRAIN_VIT=1 needs GROUNDED=1 (the default recipe trains the ViT in SFT already)" >&2
   exit 2
 fi
 source scripts/recipe.sh
@@ -96,7 +109,8 @@ world_ok() {
     has_setting listing_thoughts "$LISTING_THOUGHTS" &&
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
-    { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; }
+    { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
+    { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; }
 }
 world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
   --max-distance "$MAX_DISTANCE" --out "$OUT/world" > /dev/null
@@ -137,10 +151,13 @@ if [[ "$GROUNDED" == 1 ]]; then
         made_with "$P" "$PERCEIVE_DISTANCE" ||
         "$BIN" world --seed $((100 + n)) --scenes "$PERCEIVE_SCENES" --min-objects "$n" \
           --max-objects "$n" --max-distance "$PERCEIVE_DISTANCE" --questions 1 --out "$P" > /dev/null
-      stage "perceive-$n" sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
-        --data "$P/$DESCRIPTIONS" --steps "$PERCEIVE_STEPS" "${SFT_SET[@]}"
+      if (( PERCEIVE_STEPS > 0 )); then
+        stage "perceive-$n" sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
+          --data "$P/$DESCRIPTIONS" --steps "$PERCEIVE_STEPS" "${SFT_SET[@]}"
+        SFT_FROM="$OUT/perceive-$n/model"
+      fi
       first_rows "$PERCEIVE_MIX" "$P/$DESCRIPTIONS" "$P/perceive_mix.jsonl"
-      SFT_FROM="$OUT/perceive-$n/model" SFT_DATA+=("$P/perceive_mix.jsonl")
+      SFT_DATA+=("$P/perceive_mix.jsonl")
     done
   fi
 else
@@ -160,8 +177,16 @@ if [[ "$LOOKUP" == 1 ]]; then
   first_rows "$LOOKUP_MIX" "$W/sft_lookup.jsonl" "$W/sft_lookup_mix.jsonl"
   SFT_FROM="$OUT/lookup/model" SFT_DATA+=("$W/sft_lookup_mix.jsonl")
 fi
+# TEXT_ANSWERS=1: the options' restatement alone, on short text rows, right before SFT.
+if [[ "$TEXT_ANSWERS" == 1 ]] && (( RESTATE_STEPS > 0 )); then
+  stage restate sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
+    --data "$W/sft_restate.jsonl" --steps "$RESTATE_STEPS" "${SFT_SET[@]}"
+  SFT_FROM="$OUT/restate/model" SFT_DATA+=("$W/sft_restate.jsonl")
+fi
+MAIN_SFT_SET=("${SFT_SET[@]}")
+[[ "$SFT_TRAIN_VIT" == 1 ]] && MAIN_SFT_SET+=(--set freeze.vit=false)
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
-  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" --steps "$SFT_STEPS" "${SFT_SET[@]}"
+  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" --steps "$SFT_STEPS" "${MAIN_SFT_SET[@]}"
 stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \
   --steps "$GRPO_STEPS" "${GRPO_SET[@]}"
 [[ "${NO_EVAL:-0}" == 1 ]] && exit 0

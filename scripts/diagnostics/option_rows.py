@@ -13,6 +13,11 @@
                                               then its letter ("red is option A.")
     option_rows.py restated OUT ROWS PER_ROW SEED the same, with the options also restated
                                               text-first, so the letter follows its text
+    option_rows.py options RESTATE OUT ROWS SEED  text-only option restatements: a row of RESTATE
+                                              (a world's sft_restate.jsonl) drawn at random, its
+                                              options replaced by as many drawn afresh from the
+                                              same vocabulary, so that the copy cannot be learnt
+                                              by heart
     option_rows.py induction WORLD OUT ROWS SEED  text-only rows of two induction problems (a list
                                               of distinct words, then the list again from a random
                                               word on) and three lookups
@@ -196,6 +201,25 @@ def direct(world, heldout, out):
     print(f"{len(questions)} training questions, {len(items)} eval items")
 
 
+def pool_of(options):
+    """The vocabulary the options come from (colours, shapes, cells, counts, coloured shapes)."""
+    return next((p for p in POOLS[:4] if options[0] in p), POOLS[4])
+
+
+def restatement_rows(restate, rows, seed):
+    with open(restate) as f:
+        source = [json.loads(line) for line in f]
+    rng = random.Random(seed)
+    for i in range(rows):
+        prompt = rng.choice(source)["interleaved_reason"][0]["value"]
+        head = prompt.split("\nOptions:\n")[0]
+        options = rng.sample(pool_of(re.findall(r"^[A-D]\. (.*)$", prompt, re.M)),
+                             len(re.findall(r"^[A-D]\. ", prompt, re.M)))
+        said = f"<think> The options are: {', '.join(options)}. </think>"
+        yield sft_row([turn(f"{head}\n{options_block(options)}", False), turn(said, True)],
+                      f"restate_{i}", "restate", "negative")
+
+
 def main(argv):
     if len(argv) >= 1 and argv[0] == "direct" and len(argv) == 4:
         direct(*argv[1:])
@@ -204,6 +228,9 @@ def main(argv):
         form = argv[0] if argv[0] in ("named", "restated") else "letter"
         counts = (int(argv[5]),) if len(argv) == 6 else (2, 3, 4, 4, 4)
         write_jsonl(out, lookup_rows(rows, per_row, seed, argv[0] == "copy", form, counts))
+    elif len(argv) == 5 and argv[0] == "options":
+        restate, out, rows, seed = argv[1], argv[2], int(argv[3]), int(argv[4])
+        write_jsonl(out, restatement_rows(restate, rows, seed))
     elif len(argv) == 5 and argv[0] == "induction":
         world, out, rows, seed = argv[1], argv[2], int(argv[3]), int(argv[4])
         write_jsonl(out, induction_rows(world, rows, seed))

@@ -154,9 +154,36 @@ fn query_objects(q: &Query) -> Vec<u16> {
     }
 }
 
+/// The objects a multiple-choice question offers, in the options' order when `in_option_order`
+/// (so that a chain going through them reads the option lines again, one after another), otherwise
+/// in the query's order. An option no candidate carries the name of is left out.
+fn offered<'s>(
+    q: &Question,
+    scene: &'s Scene,
+    candidates: &[u16],
+    in_option_order: bool,
+) -> Vec<&'s crate::scene::Object> {
+    let objects: Vec<&crate::scene::Object> = candidates
+        .iter()
+        .filter_map(|id| scene.object(*id))
+        .collect();
+    if !in_option_order {
+        return objects;
+    }
+    let mut left = objects;
+    q.options
+        .iter()
+        .filter_map(|text| {
+            let at = left.iter().position(|o| o.name() == *text)?;
+            Some(left.remove(at))
+        })
+        .collect()
+}
+
 /// A sentence explaining the ground truth from the scene (what a careful observer would
-/// conclude), used in the final thinking turn.
-pub fn explain(q: &Question, scene: &Scene, frame: &Frame) -> String {
+/// conclude), used in the final thinking turn. With `in_option_order` the objects a question
+/// offers are gone through in the options' order.
+pub fn explain(q: &Question, scene: &Scene, frame: &Frame, in_option_order: bool) -> String {
     let name = |id: u16| {
         scene
             .object(id)
@@ -184,9 +211,8 @@ pub fn explain(q: &Question, scene: &Scene, frame: &Frame) -> String {
             format!("{} is {neg}{phrase} {}.", cap(&name(*a)), name(*b))
         }
         Query::ClosestToCamera { candidates } => {
-            let parts: Vec<String> = candidates
-                .iter()
-                .filter_map(|id| scene.object(*id))
+            let parts: Vec<String> = offered(q, scene, candidates, in_option_order)
+                .into_iter()
                 .map(|o| {
                     format!(
                         "the {} is about {:.1} m away",
@@ -205,9 +231,8 @@ pub fn explain(q: &Question, scene: &Scene, frame: &Frame) -> String {
             let Some(a) = scene.object(*anchor) else {
                 return String::new();
             };
-            let parts: Vec<String> = candidates
-                .iter()
-                .filter_map(|id| scene.object(*id))
+            let parts: Vec<String> = offered(q, scene, candidates, in_option_order)
+                .into_iter()
                 .map(|o| {
                     format!(
                         "the {} is about {:.1} m from it",
@@ -239,9 +264,8 @@ pub fn explain(q: &Question, scene: &Scene, frame: &Frame) -> String {
         Query::Height { a } => format!("{} is about {} tall.", cap(&name(*a)), q.answer_text),
         Query::Width { a } => format!("{} is about {} wide.", cap(&name(*a)), q.answer_text),
         Query::Tallest { candidates } => {
-            let parts: Vec<String> = candidates
-                .iter()
-                .filter_map(|id| scene.object(*id))
+            let parts: Vec<String> = offered(q, scene, candidates, in_option_order)
+                .into_iter()
                 .map(|o| format!("the {} is about {:.2} m tall", o.name(), o.height()))
                 .collect();
             format!(
@@ -399,7 +423,7 @@ fn final_turn(
     rng: &mut ChaCha8Rng,
 ) -> String {
     let mut reason = explain_from_opening(q, scene, frame, style.opening)
-        .unwrap_or_else(|| explain(q, scene, frame));
+        .unwrap_or_else(|| explain(q, scene, frame, style.option_text_answers));
     if q.kind == AnswerKind::Mcq && !style.option_text_answers {
         // Naming the option right after the answer's words lets the answer turn copy the letter
         // from the model's own text, instead of matching the words against the options at once,
@@ -506,7 +530,7 @@ pub fn interleaved_chain(
     style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
-    let look = opening_thought(scene, frame, style.opening);
+    let look = opening_thought(q, scene, frame, style);
     let tools: Vec<Tool> = match q.flag {
         Flag::Positive => q.category.tools().to_vec(),
         Flag::Negative => Vec::new(),
@@ -581,13 +605,29 @@ pub fn interleaved_chain(
 }
 
 /// The opening of a chain's first thinking turn, followed by a space (nothing for
-/// [`Opening::Plain`]).
-fn opening_thought(scene: &Scene, frame: &Frame, opening: Opening) -> String {
-    match opening {
+/// [`Opening::Plain`] chains that answer with letters). Answering in words, a multiple-choice
+/// chain first restates its options ("The options are: red, cyan, white."), next to the prompt's
+/// option lines, so that the final turn can copy its answer from the model's own words rather
+/// than from the prompt (a copy the default model does badly over a whole chain,
+/// docs/results.md).
+fn opening_thought(q: &Question, scene: &Scene, frame: &Frame, style: ChainStyle) -> String {
+    let mut look = match style.opening {
         Opening::Plain => String::new(),
         Opening::CellListing => format!("{} ", cell_listing(scene, frame)),
         Opening::Description => format!("{} ", scene_description(scene, frame)),
+    };
+    if style.option_text_answers {
+        if let Some(restated) = restatement(q) {
+            look.insert_str(0, &format!("{restated} "));
+        }
     }
+    look
+}
+
+/// A multiple-choice question's options, restated word for word ("The options are: red, cyan,
+/// white."); `None` for other questions.
+pub fn restatement(q: &Question) -> Option<String> {
+    (q.kind == AnswerKind::Mcq).then(|| format!("The options are: {}.", q.options.join(", ")))
 }
 
 /// A text-only chain: one thinking turn and the answer (opened as `style` says, as in
@@ -599,7 +639,7 @@ pub fn text_chain(
     style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Chain {
-    let look = opening_thought(scene, frame, style.opening);
+    let look = opening_thought(q, scene, frame, style);
     let lead = pick(
         rng,
         &[
@@ -968,22 +1008,50 @@ mod tests {
             opening: Opening::Description,
             option_text_answers: true,
         };
-        let (mut appearance, mut counts) = (0, 0);
+        let (mut appearance, mut counts, mut option_lists) = (0, 0, 0);
         for i in 0..24 {
             let g = generate_scene(&cfg, i);
             let description = scene_description(&g.scene, &g.frame);
             let mut rng = scene_rng(6, i, 2);
             for q in &g.questions {
+                // Multiple choice first restates its options, word for word.
+                let restated = match q.kind {
+                    AnswerKind::Mcq => format!("The options are: {}. ", q.options.join(", ")),
+                    _ => String::new(),
+                };
                 for make in [interleaved_chain, text_chain] {
                     let c = make(q, &g.scene, &g.frame, style, &mut rng);
                     let turns = turns(&c);
                     assert!(
-                        turns[0].starts_with(&format!("<think> {description} ")),
-                        "{description} opens {}",
+                        turns[0].starts_with(&format!("<think> {restated}{description} ")),
+                        "{restated}{description} opens {}",
                         turns[0]
                     );
                     let last = turns.last().unwrap();
                     match q.query {
+                        Query::ClosestToCamera { .. }
+                        | Query::NearestTo { .. }
+                        | Query::Tallest { .. } => {
+                            // The final thought goes through the offered objects in the
+                            // options' order.
+                            let lower = last.to_lowercase();
+                            let at: Vec<usize> = q
+                                .options
+                                .iter()
+                                .map(|o| {
+                                    let named = format!("the {o} is about");
+                                    lower
+                                        .find(&named)
+                                        .unwrap_or_else(|| panic!("{named} in {last}"))
+                                })
+                                .collect();
+                            assert!(
+                                at.windows(2).all(|w| w[0] < w[1]),
+                                "{:?} in {last}",
+                                q.options
+                            );
+                            option_lists += 1;
+                        }
                         Query::ColorOf { a } | Query::ShapeOf { a } => {
                             let o = g.scene.object(a).unwrap();
                             // The object as the description names it, then its attribute in the
@@ -1003,7 +1071,10 @@ mod tests {
                 }
             }
         }
-        assert!(appearance > 0 && counts > 0, "{appearance} {counts}");
+        assert!(
+            appearance > 0 && counts > 0 && option_lists > 0,
+            "{appearance} {counts} {option_lists}"
+        );
     }
 
     /// The first 12 scenes of seed 9 with the single answer turn of `make`'s chain for each,

@@ -16,9 +16,9 @@ use crate::chains::{
 };
 use crate::error::{Result, WorldError};
 use crate::formats::{
-    cells_row, depth_to_u16, description_row, png_rgb, png_u16, rl_row, sft_row, tsv_header,
-    tsv_row, write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow,
-    WORLD_DEPTH_SCALE,
+    cells_row, depth_to_u16, description_row, png_rgb, png_u16, restatement_row, rl_row, sft_row,
+    tsv_header, tsv_row, write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow,
+    Stage1SegRow, WORLD_DEPTH_SCALE,
 };
 use crate::lookups::{write_lookups, OptionCount};
 use crate::palette::SemanticClass;
@@ -148,6 +148,10 @@ pub struct DatasetSummary {
     /// Rows of each lookup file (`WorldConfig::lookup_rows`).
     #[serde(default)]
     pub sft_lookup: u64,
+    /// Option restatements (`sft_restate.jsonl`, one per multiple-choice question; written only
+    /// with `WorldConfig::option_text_answers`).
+    #[serde(default)]
+    pub sft_restate: u64,
 }
 
 /// Everything one scene contributes to the index files, prepared in parallel.
@@ -270,6 +274,11 @@ pub fn write_dataset(
     let mut sft_text_f = AtomicFile::create(&out.join("sft_text.jsonl"))?;
     let mut sft_describe_f = AtomicFile::create(&out.join("sft_describe.jsonl"))?;
     let mut sft_cells_f = AtomicFile::create(&out.join("sft_cells.jsonl"))?;
+    // Answering in words, chains open by restating the options; these rows teach that copy alone.
+    let mut sft_restate_f = config
+        .option_text_answers
+        .then(|| AtomicFile::create(&out.join("sft_restate.jsonl")))
+        .transpose()?;
     let tsv_path = out.join("eval.tsv");
     let mut tsv_f = AtomicFile::create(&tsv_path)?;
     let tsv_line = |fields: Vec<String>| -> Result<Vec<u8>> {
@@ -307,6 +316,10 @@ pub fn write_dataset(
             let first_index = tsv_index;
             for (k, q) in o.questions.iter().enumerate() {
                 questions_f.write_json_line(q)?;
+                if let (Some(f), Some(row)) = (sft_restate_f.as_mut(), restatement_row(q)) {
+                    f.write_json_line(&row)?;
+                    summary.sft_restate += 1;
+                }
                 let image = if k == 0 {
                     o.tsv_image.clone()
                 } else {
@@ -348,6 +361,9 @@ pub fn write_dataset(
         sft_cells_f,
         tsv_f,
     ] {
+        f.commit()?;
+    }
+    if let Some(f) = sft_restate_f {
         f.commit()?;
     }
     if config.lookup_rows > 0 {

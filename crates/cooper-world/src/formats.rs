@@ -231,6 +231,24 @@ pub fn cells_row(chain: &Chain, images: &ChainImages) -> SftRow {
     chain_row(chain, "cells", Flag::Negative.name(), images)
 }
 
+/// A text-only row that restates a multiple-choice question's options (category `restate`, flag
+/// `negative`): the prompt, then a thinking turn holding [`crate::chains::restatement`]. The copy
+/// a chain answering in words opens with, on its own: learnt in a few hundred steps from short rows
+/// like these, while the chains alone never taught it (`docs/results.md`). `None` for other
+/// questions.
+pub fn restatement_row(q: &Question) -> Option<SftRow> {
+    let restated = crate::chains::restatement(q)?;
+    Some(SftRow {
+        interleaved_reason: vec![
+            SftEntry::text(q.prompt(), false),
+            SftEntry::text(format!("<think> {restated} </think>"), true),
+        ],
+        data_id: format!("{}-restate", q.id),
+        category: "restate".into(),
+        flag: Flag::Negative.name().into(),
+    })
+}
+
 fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImages) -> SftRow {
     SftRow {
         interleaved_reason: chain

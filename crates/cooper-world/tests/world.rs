@@ -409,7 +409,9 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     };
     let styled = tempfile::tempdir().unwrap();
     write_dataset(&styled_cfg, styled.path(), &|_| {}).unwrap();
-    let (a, b) = (read_all(plain.path()), read_all(styled.path()));
+    let (a, mut b) = (read_all(plain.path()), read_all(styled.path()));
+    // Answering in words adds the option restatements, one row per multiple-choice question.
+    let restated = b.remove("sft_restate.jsonl").expect("sft_restate.jsonl");
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
     assert_eq!(
@@ -447,6 +449,28 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
         }
     }
     assert!(mcq > 0);
+    let restated: Vec<serde_json::Value> = String::from_utf8(restated)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let offered: Vec<&Question> = questions
+        .iter()
+        .filter(|q| q.kind == AnswerKind::Mcq)
+        .collect();
+    assert_eq!(restated.len(), offered.len());
+    for (row, q) in restated.iter().zip(offered) {
+        let turns = row["interleaved_reason"].as_array().unwrap();
+        assert_eq!(turns.len(), 2, "text only: {row}");
+        assert_eq!(turns[0]["value"], q.prompt().as_str());
+        assert_eq!(turns[0]["need_loss"], "false");
+        let said = format!(
+            "<think> The options are: {}. </think>",
+            q.options.join(", ")
+        );
+        assert_eq!(turns[1]["value"], said.as_str());
+        assert_eq!(turns[1]["need_loss"], "true");
+    }
     // Both openings at once are refused before anything is written.
     let both = WorldConfig {
         listing_thoughts: true,

@@ -51,7 +51,8 @@ pub struct WorldArgs {
     #[arg(long, conflicts_with = "listing_thoughts")]
     pub description_thoughts: bool,
     /// Multiple-choice chains (and RL rows) answer with the option's text, `\boxed{ red}` (every
-    /// box opening with a space), which the evaluation maps to its letter, instead of the letter.
+    /// box opening with a space), which the evaluation maps to its letter, instead of the letter;
+    /// their first thought restates the options.
     #[arg(long)]
     pub option_text_answers: bool,
     /// Also write this many text-only option lookups, two options each
@@ -92,7 +93,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings, {} lookups a file) to {} in {:.1} s: {:.1} scenes/s",
+        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings, {} lookups a file, {} option restatements) to {} in {:.1} s: {:.1} scenes/s",
         summary.scenes,
         summary.objects,
         summary.questions,
@@ -101,6 +102,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         summary.sft_describe,
         summary.sft_cells,
         summary.sft_lookup,
+        summary.sft_restate,
         args.out.display(),
         secs,
         summary.scenes as f64 / secs.max(1e-9)
