@@ -35,7 +35,8 @@
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the
-# seventeenth run it still did, and colour perception was lost: the generated maps are the cause.
+# seventeenth run it still did, and colour perception was lost: the maps are the cause (the
+# text-only stages after amg break the generation path; docs/results.md, seventeenth run).
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
