@@ -68,11 +68,19 @@ impl<'a> PackedTrainer<'a> {
                 "amg needs stage-1 rows (rgb_image with depth_image or seg_image) in data.files"
                     .into(),
             )),
-            Stage::Sft if generation > 0 => {
+            Stage::Sft if generation > 0 && !config.sft.rehearse_generation => {
                 return Err(StageError::Input(format!(
                     "sft trains on chains only, but data.files holds {generation} stage-1 rows \
-                     (train those with amg)"
+                     (train those with amg, or set sft.rehearse_generation = true to keep \
+                     training them beside the chains)"
                 )))
+            }
+            Stage::Sft if generation == 0 && config.sft.rehearse_generation => {
+                return Err(StageError::Input(
+                    "sft.rehearse_generation is set, but data.files holds no stage-1 rows \
+                     (rgb_image with depth_image or seg_image) to rehearse"
+                        .into(),
+                ))
             }
             _ => {}
         }

@@ -149,6 +149,60 @@ fn sft_overfits_a_tiny_set() {
     assert!(last < 0.1 * first, "cross-entropy {first} -> {last}");
 }
 
+/// The values of `key` in the metrics rows that have it (a pack without a stage-1 row has no
+/// `mse`, one without a chain no `ce`).
+fn present(out: &Path, key: &str) -> Vec<f64> {
+    cooper_train::metrics::read_jsonl(&out.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.values.get(key).copied())
+        .collect()
+}
+
+#[test]
+fn sft_rehearses_generation_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = sft_config(&tmp.path().join("run"), 2, 80);
+    c.data.files.push(one_depth_row(tmp.path()));
+    c.data.flip_prob = 0.0;
+    let err = run_stage(&c, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 stage-1 rows") && err.contains("sft.rehearse_generation"),
+        "{err}"
+    );
+    c.sft.rehearse_generation = true;
+    run_stage(&c, &RunOptions::default()).unwrap();
+    // Both losses are trained in the one run: chains and the depth map are both learnt.
+    let (ce, mse) = (
+        present(&c.run.out_dir, "ce"),
+        present(&c.run.out_dir, "mse"),
+    );
+    assert!(
+        ce.len() >= 10 && mse.len() >= 10,
+        "{} ce, {} mse rows",
+        ce.len(),
+        mse.len()
+    );
+    let tail = |v: &[f64]| mean(&v[v.len() - 5..]);
+    assert!(
+        tail(&ce) < 0.2 * ce[0],
+        "cross-entropy {} -> {}",
+        ce[0],
+        tail(&ce)
+    );
+    // The flow loss is noisy (a random timestep a step): compare five-step means.
+    assert!(tail(&mse) < 0.8 * mean(&mse[..5]), "flow loss {mse:?}");
+    // Asked for without stage-1 rows, the setting is a mistake and says so.
+    let mut chains_only = sft_config(&tmp.path().join("chains"), 2, 1);
+    chains_only.sft.rehearse_generation = true;
+    let err = run_stage(&chains_only, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no stage-1 rows"), "{err}");
+}
+
 #[test]
 fn ae_overfits_a_tiny_set() {
     let tmp = tempfile::tempdir().unwrap();

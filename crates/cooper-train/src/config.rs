@@ -402,6 +402,13 @@ pub struct SftConfig {
     /// without system prompts (as does one trained with `system_prompt = "none"`).
     #[serde(default)]
     pub omit_system_prompt: bool,
+    /// Also train the stage-1 rows (depth and segmentation generation, flow-matching loss)
+    /// found in `data.files`, packed beside the chains. The official SFT trains chains only;
+    /// on a small model trained from scratch, chains alone undo stage 1 (the generated maps
+    /// turn to noise within a few hundred steps: docs/results.md, seventeenth run), and the
+    /// chains' turns after a map then read noise.
+    #[serde(default)]
+    pub rehearse_generation: bool,
 }
 
 impl SftConfig {
@@ -580,6 +587,7 @@ impl TrainConfig {
                 system_prompt: "interleave".to_string(),
                 match_inference_context: false,
                 omit_system_prompt: false,
+                rehearse_generation: false,
             },
         }
     }
