@@ -17,13 +17,15 @@ import json
 import re
 import sys
 
-NAME = re.compile(r"the ([a-z]+ [a-z]+), in the")
+from listing_probe import DESCRIBED
+
+# The description's object list; what follows it in the turn is left out.
 LISTING = re.compile(r"From left to right: (.*?)\.(?: This| The| |$)", re.S)
 
 
 def names(text):
     m = LISTING.search(text)
-    return NAME.findall(m.group(1)) if m else None
+    return [f"{colour} {shape}" for colour, shape, _ in DESCRIBED.findall(m.group(1))] if m else None
 
 
 def truth(world):
