@@ -18,6 +18,9 @@ SFT_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num
 GRPO_SET=(--set optim.lr=5e-5 --set optim.grad_accum_steps=16 --set grpo.num_generations=8
   --set grpo.max_think_tokens=256 --set grpo.flow_steps=10 --set run.save_every=5)
 EVAL_SET=(--max-think-tokens 256 --flow-steps 10 --no-progress)
+# CONSTRAIN_ANSWERS=1: every evaluation boxes only the questions' options (`cooper eval
+# --constrain-answers`; docs/results.md, "Constrained answers"). Off by default, as officially.
+if [[ "${CONSTRAIN_ANSWERS:-0}" == 1 ]]; then EVAL_SET+=(--constrain-answers); fi
 
 # COOPER_BIN: a cooper binary to use instead of building one (e.g. a copy, so that rebuilding the
 # tree during a long run does not change the binary under it).

@@ -41,6 +41,10 @@
 # SFT-kind stage after amg (grounding, the curricula, restate, SFT; `sft.rehearse_generation`), so
 # that the text stages do not undo the generation path (docs/results.md, seventeenth run: maps at
 # depth AbsRel 0.33 after amg, 0.83 after text-only SFT; 0.32 after grounding with the rows mixed).
+# REHEARSE_GEN=sft rehearses them in the main SFT stage only (grounding and the curricula train
+# text alone, as without the knob), which is cheaper: those stages run at their text-only speed.
+# CONSTRAIN_ANSWERS=1 (either recipe) evaluates with `cooper eval --constrain-answers`: each box
+# holds the option the model scores likeliest there (docs/results.md, "Constrained answers").
 # A stage whose run folder already holds a finished model is skipped; an interrupted stage is
 # resumed from its last checkpoint.
 set -euo pipefail
@@ -136,11 +140,15 @@ AMG_SET=(--set optim.lr=1e-3 --set optim.warmup_steps=50 --set data.expected_num
   --set data.max_depth=20.0 --set run.save_every=250)
 # REHEARSE_GEN=1: the stage-1 rows join every later SFT-kind stage's data, with amg's depth range
 # and flips (flips touch only the stage-1 rows).
-REHEARSAL=()
-if [[ "$REHEARSE_GEN" == 1 ]]; then
-  REHEARSAL=("${STAGE1[@]}")
-  SFT_SET+=(--set sft.rehearse_generation=true --set data.max_depth=20.0 --set data.flip_prob=0.5)
-fi
+# REHEARSE_GEN=sft: only the main SFT rehearses them (the stages before it train text alone).
+REHEARSAL=() SFT_REHEARSAL=()
+REHEARSE_SET=(--set sft.rehearse_generation=true --set data.max_depth=20.0 --set data.flip_prob=0.5)
+case "$REHEARSE_GEN" in
+  0) ;;
+  1) REHEARSAL=("${STAGE1[@]}") SFT_SET+=("${REHEARSE_SET[@]}") ;;
+  sft) SFT_REHEARSAL=("${STAGE1[@]}") ;;
+  *) echo "REHEARSE_GEN must be 0, 1 or sft, not '$REHEARSE_GEN'" >&2; exit 2 ;;
+esac
 if [[ "$GROUNDED" == 1 ]]; then
   # ae and vit train separate parts of the base model: side by side, one thread each.
   ( export RAYON_NUM_THREADS=1
@@ -199,8 +207,10 @@ if [[ "$TEXT_ANSWERS" == 1 ]] && (( RESTATE_STEPS > 0 )); then
 fi
 MAIN_SFT_SET=("${SFT_SET[@]}")
 [[ "$SFT_TRAIN_VIT" == 1 ]] && MAIN_SFT_SET+=(--set freeze.vit=false)
+[[ "$REHEARSE_GEN" == sft ]] && MAIN_SFT_SET+=("${REHEARSE_SET[@]}")
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
-  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" "${REHEARSAL[@]}" --steps "$SFT_STEPS" "${MAIN_SFT_SET[@]}"
+  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" "${REHEARSAL[@]}" "${SFT_REHEARSAL[@]}" \
+  --steps "$SFT_STEPS" "${MAIN_SFT_SET[@]}"
 stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \
   --steps "$GRPO_STEPS" "${GRPO_SET[@]}"
 [[ "${NO_EVAL:-0}" == 1 ]] && exit 0

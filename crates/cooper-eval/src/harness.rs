@@ -64,6 +64,9 @@ pub struct EvalConfig {
     pub mode: ReasoningMode,
     /// Own pictures, or the shuffled-images control.
     pub images: ImageControl,
+    /// The answerer boxes only the question's options (`cooper eval --constrain-answers`):
+    /// recorded with every prediction and in the results, so that runs are not mixed.
+    pub constrained_answers: bool,
     pub judge: Option<JudgeConfig>,
     pub judge_policy: JudgePolicy,
     /// Evaluate only the first `limit` items of the TSV.
@@ -85,6 +88,7 @@ impl EvalConfig {
             out_dir: out_dir.into(),
             mode,
             images: ImageControl::Own,
+            constrained_answers: false,
             judge: None,
             judge_policy: JudgePolicy::Fallback,
             limit: None,
@@ -180,6 +184,24 @@ pub fn run_with<A: Answerer>(
                     ),
                 });
             }
+            if rec.constrained != config.constrained_answers {
+                let how = |c: bool| {
+                    if c {
+                        "constrained to the options"
+                    } else {
+                        "decoded freely"
+                    }
+                };
+                return Err(EvalError::InvalidValue {
+                    what: "output folder",
+                    value: config.out_dir.display().to_string(),
+                    message: format!(
+                        "its predictions.jsonl holds answers {}, not {}; use another output folder",
+                        how(rec.constrained),
+                        how(config.constrained_answers)
+                    ),
+                });
+            }
             if rec.mode != config.mode.name() {
                 return Err(EvalError::InvalidValue {
                     what: "output folder",
@@ -232,6 +254,7 @@ pub fn run_with<A: Answerer>(
             segmentation_calls: answer.segmentation_calls,
             judge_error,
             image_from,
+            constrained: config.constrained_answers,
         })?;
         asked += 1;
         bar.inc(1);
@@ -253,6 +276,7 @@ pub fn run_with<A: Answerer>(
         bench: config.bench.display().to_string(),
         mode: config.mode.name().to_string(),
         images: config.images.name().to_string(),
+        constrained_answers: config.constrained_answers,
         summary,
     };
     write_results_json(&results_path, &results)?;

@@ -40,6 +40,9 @@ pub struct PredictionRecord {
     /// Under the shuffled-images control: the index of the item whose picture was shown.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub image_from: Option<String>,
+    /// The answer was constrained to the question's options (`--constrain-answers`).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub constrained: bool,
 }
 
 /// The predictions file: existing records are read on open and new ones appended, one JSON object
@@ -160,6 +163,9 @@ pub struct Results {
     /// `own`, or `shuffled` for the shuffled-images control (see `ImageControl`).
     #[serde(default = "own_images")]
     pub images: String,
+    /// Boxes were constrained to the questions' options (`--constrain-answers`).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub constrained_answers: bool,
     #[serde(flatten)]
     pub summary: Summary,
 }
@@ -220,6 +226,14 @@ pub fn render_markdown(results: &Results) -> String {
             ),
         );
     }
+    if results.constrained_answers {
+        md.insert_str(
+            md.find("\n\n").map_or(0, |i| i + 2),
+            "Answers: constrained (`--constrain-answers`): each box holds the question's option \
+             (or Yes / No) that the model scores likeliest there; an item is still unanswered when \
+             its output opens no box.\n\n",
+        );
+    }
     for (name, g) in &results.summary.categories {
         md.push_str(&row(name, g));
     }
@@ -246,6 +260,7 @@ mod tests {
             answer: "Yes".into(),
             raw_output: "yes".into(),
             prediction: Some(Prediction::YesNo(true)),
+            constrained: false,
             source: Some(Source::Region),
             score: ItemScore {
                 correct: Some(true),

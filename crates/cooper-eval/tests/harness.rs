@@ -443,3 +443,41 @@ fn shuffled_images_show_every_question_another_picture() {
     single.out_dir = dir.path().join("single");
     refused(&single, "fewer than two distinct pictures");
 }
+
+#[test]
+fn constrained_answers_are_recorded_and_never_mixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = quiet_config(dir.path(), "constrained");
+    config.constrained_answers = true;
+    let outcome = run_with(&config, Script::full()).expect("constrained run");
+    let log = PredictionLog::open(&outcome.predictions_path).expect("log");
+    assert!(log.get("1").expect("item 1").constrained);
+    let results = std::fs::read_to_string(&outcome.results_path).expect("results");
+    assert!(
+        results.contains("\"constrained_answers\": true"),
+        "{results}"
+    );
+    let report = std::fs::read_to_string(&outcome.report_path).expect("report");
+    assert!(report.contains("Answers: constrained"), "{report}");
+
+    let mut free = config.clone();
+    free.constrained_answers = false;
+    let err = run_with(&free, Script::empty())
+        .expect_err("a free run in a constrained folder")
+        .to_string();
+    assert!(
+        err.contains("constrained to the options, not decoded freely"),
+        "{err}"
+    );
+    // A free run writes nothing about constraints (older folders read the same).
+    free.out_dir = dir.path().join("free");
+    let outcome = run_with(&free, Script::full()).expect("free run");
+    let results = std::fs::read_to_string(&outcome.results_path).expect("results");
+    assert!(!results.contains("constrained"), "{results}");
+    let mut back = free.clone();
+    back.constrained_answers = true;
+    assert!(run_with(&back, Script::empty())
+        .expect_err("a constrained run in a free folder")
+        .to_string()
+        .contains("decoded freely, not constrained"));
+}

@@ -7,6 +7,7 @@
 use candle_core::Tensor;
 use image::RgbImage;
 
+use crate::choices::AnswerChoices;
 use crate::error::Result;
 use crate::params::{ImageParams, TextParams};
 
@@ -43,11 +44,13 @@ pub trait Backend {
     /// [`crate::sampling`], stopping at `<|im_end|>` (not included) or after
     /// `params.max_new_tokens` steps. Calls `on_piece` with each newly decoded piece of text,
     /// in order; the returned string is the whole decoded text (the official `gen_text`
-    /// string: between `<|im_start|>` and `<|im_end|>`).
+    /// string: between `<|im_start|>` and `<|im_end|>`). With `choices`, whatever the text
+    /// puts inside a `\boxed{}` is one of their forms (see [`crate::choices`]).
     fn generate_text(
         &self,
         ctx: &Self::Context,
         params: &TextParams,
+        choices: Option<&AnswerChoices>,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<String>;
 

@@ -12,10 +12,11 @@ use image::RgbImage;
 use tokenizers::Tokenizer;
 
 use crate::backend::Backend;
+use crate::choices::{choice_log_probs, AnswerChoices};
 use crate::error::{InferError, Result};
 use crate::flow::{initial_noise, sample_flow, step_progress_bar, Branch};
 use crate::params::{ImageParams, ReasonParams, ReasoningConfig, TextParams};
-use crate::sampling::{sample_token_tensor, seeded_rng};
+use crate::sampling::{sample_choice, sample_token_tensor, seeded_rng, SeededRng, VOCAB_CUT};
 use crate::transforms::{patchify, to_tensor, ResizeConfig};
 
 fn backend_err(e: impl std::error::Error + Send + Sync + 'static) -> InferError {
@@ -170,6 +171,112 @@ impl Engine {
     }
 }
 
+/// What precedes a box whose content a constrained answer chooses. The brace is scored with the
+/// content: a byte-level BPE with Qwen2's pre-tokenizer writes `{A` as one token, so a box
+/// opening that includes the brace would never be seen before its content.
+const BOX_COMMAND: &str = "\\boxed";
+
+/// A box filled with a choice by [`Engine::fill_box`].
+#[derive(Debug, Clone)]
+pub struct FilledBox {
+    /// The tokens written after `\boxed`: the opening brace and the chosen form.
+    pub ids: Vec<u32>,
+    /// The context with the box opening and all of `ids` but the last.
+    pub context: Context,
+    /// The last of `ids`, which decoding feeds next.
+    pub next: u32,
+}
+
+/// log-softmax of one logits row (cut to the sampler's vocabulary), as f32 values.
+fn log_softmax_row(logits: &Tensor) -> Result<Vec<f32>> {
+    let v = logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let v = &v[..v.len().min(VOCAB_CUT)];
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+    Ok(v.iter().map(|&x| x - log_sum).collect())
+}
+
+impl Engine {
+    /// Ids whose text starts with `}`: any of them closes a box. (The model may have learnt the
+    /// brace merged with what follows it, `}.` or `}}`, so one `}` token is not enough.)
+    pub fn box_closers(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .tokenizer
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(token, _)| token.contains('}'))
+            .filter(|&(_, id)| self.decode(&[id]).is_ok_and(|t| t.starts_with('}')))
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Scores every form of every choice as the content of the box that `pending` (`\boxed`'s last
+    /// token, not yet fed to `ctx`) begins: the sum of the log-probabilities of the tokens of `{`
+    /// and the form, plus that of closing the box right after it (any of
+    /// [`Engine::box_closers`]). Picks a choice with [`sample_choice`], and within it its
+    /// likeliest form. [`Backend::generate_text`] calls it when a box begins.
+    pub fn fill_box(
+        &self,
+        ctx: &Context,
+        pending: u32,
+        choices: &AnswerChoices,
+        params: &TextParams,
+        rng: &mut SeededRng,
+    ) -> Result<FilledBox> {
+        let closers = self.box_closers();
+        let (logits, opened) = self.model.decode_step(ctx, pending)?;
+        let first = log_softmax_row(&logits)?;
+        let mut scored: Vec<Vec<(f32, Vec<u32>, Context)>> = Vec::new();
+        for choice in &choices.choices {
+            let mut forms = Vec::new();
+            for form in &choice.forms {
+                let ids = self.encode(&format!("{{{form}"))?;
+                let Some((&last, init)) = ids.split_last() else {
+                    continue;
+                };
+                let mut log_p = first[ids[0] as usize];
+                let mut c = opened.clone();
+                for (k, &id) in init.iter().enumerate() {
+                    let (lg, next) = self.model.decode_step(&c, id)?;
+                    log_p += log_softmax_row(&lg)?[ids[k + 1] as usize];
+                    c = next;
+                }
+                let (lg, _) = self.model.decode_step(&c, last)?;
+                let after = log_softmax_row(&lg)?;
+                let close = closers
+                    .iter()
+                    .filter_map(|&id| after.get(id as usize))
+                    .map(|&l| l.exp())
+                    .sum::<f32>();
+                forms.push((log_p + close.ln(), ids, c));
+            }
+            scored.push(forms);
+        }
+        let per_choice: Vec<Vec<f32>> = scored
+            .iter()
+            .map(|forms| forms.iter().map(|f| f.0).collect())
+            .collect();
+        let pick = sample_choice(&choice_log_probs(&per_choice), params, rng);
+        let (_, ids, context) = scored
+            .swap_remove(pick)
+            .into_iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .ok_or_else(|| {
+                InferError::setting(
+                    "answer choices",
+                    "a choice has no form the tokenizer can write",
+                )
+            })?;
+        let next = *ids.last().expect("forms with no tokens were skipped");
+        Ok(FilledBox { ids, context, next })
+    }
+}
+
 /// VAE and ViT resize rules for a model folder: the official (1024, 512, 16) and (518, 224, 14),
 /// capped by the position tables and with the model's own strides.
 pub fn default_resizes(folder: &ModelFolder) -> (ResizeConfig, ResizeConfig) {
@@ -248,6 +355,7 @@ impl Backend for Engine {
         &self,
         ctx: &Context,
         params: &TextParams,
+        choices: Option<&AnswerChoices>,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<String> {
         params.validate()?;
@@ -266,7 +374,15 @@ impl Backend for Engine {
                 break;
             }
             ids.push(token);
-            let text = self.decode(&ids)?;
+            let mut text = self.decode(&ids)?;
+            if let Some(choices) = choices.filter(|_| text.ends_with(BOX_COMMAND)) {
+                // A box begins: `{` and the likeliest choice are written, then decoding goes on.
+                let filled = self.fill_box(&ctx, token, choices, params, &mut rng)?;
+                ids.extend_from_slice(&filled.ids);
+                ctx = filled.context;
+                token = filled.next;
+                text = self.decode(&ids)?;
+            }
             // Hold back a piece that ends inside a multi-byte character.
             if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted)
             {

@@ -3,6 +3,7 @@
 //! This crate owns everything of `cooper ask` that does not need the network weights:
 //! - [`prompts`]: the official prompt strings, byte for byte;
 //! - [`sampling`]: the next-token sampler of the official `generate_text`;
+//! - [`choices`]: answers constrained to a question's options (an option, off by default);
 //! - [`flow`]: the rectified-flow schedule, Euler sampler and three-branch CFG combination,
 //!   generic over a velocity callback;
 //! - [`decode`]: raw autoencoder output to RGB pictures, relative depth and Spectral colours;
@@ -20,6 +21,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod choices;
 pub mod decode;
 pub mod engine;
 pub mod error;
@@ -35,6 +37,7 @@ pub mod trace;
 pub mod transforms;
 
 pub use backend::Backend;
+pub use choices::AnswerChoices;
 pub use engine::Engine;
 pub use error::{InferError, Result};
 pub use params::{CfgRenorm, ImageParams, Mode, ReasonParams, ReasoningConfig, TextParams};

@@ -296,6 +296,9 @@ pub struct ReasonParams {
     pub vit_resize: ResizeConfig,
     /// Begin with the mode's system prompt (see [`ReasoningConfig`]).
     pub system_prompt: bool,
+    /// Box only one of the question's options (or Yes / No), the one the model finds likeliest
+    /// there; see [`crate::choices`]. Off by default: the official loop decodes freely.
+    pub constrain_answers: bool,
 }
 
 impl Default for ReasonParams {
@@ -308,6 +311,7 @@ impl Default for ReasonParams {
             vae_resize: ResizeConfig::VAE,
             vit_resize: ResizeConfig::VIT,
             system_prompt: true,
+            constrain_answers: false,
         }
     }
 }

@@ -76,6 +76,23 @@ pub fn sample_token_tensor<R: Rng + ?Sized>(
     sample_token(&v, params, rng)
 }
 
+/// One of several scored continuations (e.g. the choices of a constrained answer, see
+/// [`crate::choices`]), given their log-probabilities: the best when decoding greedily (the first
+/// on ties), else drawn from softmax(log_probs / T) with the decode's temperature (no nucleus cut:
+/// there are only a few).
+pub fn sample_choice<R: Rng + ?Sized>(
+    log_probs: &[f32],
+    params: &TextParams,
+    rng: &mut R,
+) -> usize {
+    if !params.do_sample || log_probs.len() < 2 {
+        return argmax(log_probs) as usize;
+    }
+    let probs = softmax(log_probs, params.temperature.max(1e-6));
+    let all: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+    draw(&all, rng) as usize
+}
+
 /// Index of the largest value, the first one on ties (NaN counts as largest, as in torch).
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
@@ -128,6 +145,23 @@ mod tests {
             top_p,
             ..TextParams::default()
         }
+    }
+
+    #[test]
+    fn choices_are_taken_greedily_or_drawn() {
+        let mut rng = seeded_rng(3);
+        let lp = [-2.0f32, -0.1, -0.1, -5.0];
+        assert_eq!(sample_choice(&lp, &TextParams::default(), &mut rng), 1);
+        let p = sampling(1.0, 1.0);
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[sample_choice(&lp, &p, &mut rng)] += 1;
+        }
+        // exp(-0.1) / (exp(-2) + 2 exp(-0.1) + exp(-5)) = 0.457 each for 1 and 2.
+        assert!(
+            seen[1] > 800 && seen[2] > 800 && seen[0] > 50 && seen[3] < 40,
+            "{seen:?}"
+        );
     }
 
     #[test]

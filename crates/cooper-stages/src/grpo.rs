@@ -202,6 +202,8 @@ impl Roller<'_> {
                     vae_resize: self.vae_resize,
                     vit_resize: self.vit_resize,
                     system_prompt: self.engine.reasoning.system_prompt,
+                    // Rollouts box what they like: the format and accuracy rewards grade it.
+                    constrain_answers: false,
                 };
                 traces.push(reason(
                     &self.engine,

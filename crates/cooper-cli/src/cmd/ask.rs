@@ -39,6 +39,10 @@ pub struct AskArgs {
     /// Flow steps per generated map.
     #[arg(long)]
     steps: Option<usize>,
+    /// Box only one of the question's options (lines `A. ...`) or, when it asks to answer with
+    /// Yes or No, one of those: the one the model scores likeliest inside the box.
+    #[arg(long)]
+    constrain_answers: bool,
     /// The question.
     question: String,
 }
@@ -67,6 +71,7 @@ pub fn run(args: AskArgs) -> Result<()> {
     if let Some(n) = args.steps {
         params.image.num_timesteps = n;
     }
+    params.constrain_answers = args.constrain_answers;
     let mut out = std::io::stdout().lock();
     let mut events = |e: ReasonEvent<'_>| {
         let _ = match e {

@@ -42,6 +42,11 @@ pub struct EvalArgs {
     /// Flow steps per generated map (30 by default).
     #[arg(long)]
     pub flow_steps: Option<usize>,
+    /// Box only one of each question's options (or Yes / No), the one the model scores
+    /// likeliest inside the box; the chain is otherwise decoded as usual. Off by default (the
+    /// official evaluation decodes freely); recorded in the results.
+    #[arg(long)]
+    pub constrain_answers: bool,
     /// Base URL of an OpenAI-compatible judge, e.g. https://host/v1 (default: $COOPER_JUDGE_URL;
     /// no judge when neither is set).
     #[arg(long)]
@@ -109,6 +114,7 @@ impl EvalArgs {
             out_dir: out,
             mode: self.mode,
             images: self.images,
+            constrained_answers: self.constrain_answers,
             judge,
             judge_policy: self.judge_policy,
             limit: self.limit,
@@ -202,5 +208,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.flow_steps {
         params.image.num_timesteps = n;
     }
+    params.constrain_answers = args.constrain_answers;
     run_with_answerer(&args, EngineAnswerer { engine, params })
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::backend::Backend;
+use crate::choices::AnswerChoices;
 use crate::decode::{decode_depth, decode_image, DepthMap};
 use crate::error::Result;
 use crate::params::{Mode, ReasonParams, TextParams};
@@ -89,6 +90,10 @@ pub fn reason<B: Backend>(
         events,
         entries: Vec::new(),
         maps: 0,
+        choices: params
+            .constrain_answers
+            .then(|| AnswerChoices::from_question(question))
+            .flatten(),
         height: input.height(),
         width: input.width(),
     };
@@ -139,6 +144,9 @@ struct Run<'a, B: Backend> {
     entries: Vec<TraceEntry>,
     /// Maps generated so far (for their seeds).
     maps: u64,
+    /// What a box may hold, with [`ReasonParams::constrain_answers`] and a question that offers
+    /// options or asks for Yes / No.
+    choices: Option<AnswerChoices>,
     height: u32,
     width: u32,
 }
@@ -179,11 +187,12 @@ impl<B: Backend> Run<'_, B> {
         (self.events)(ReasonEvent::TurnStart { turn });
         let start = Instant::now();
         let events = &mut *self.events;
-        let text = self
-            .backend
-            .generate_text(ctx, &text_params, &mut |piece: &str| {
-                events(ReasonEvent::TextPiece(piece))
-            })?;
+        let text = self.backend.generate_text(
+            ctx,
+            &text_params,
+            self.choices.as_ref(),
+            &mut |piece: &str| events(ReasonEvent::TextPiece(piece)),
+        )?;
         Ok((text, text_params, start.elapsed()))
     }
 

@@ -8,7 +8,7 @@ use image::{Rgb, RgbImage};
 
 use super::*;
 use crate::error::InferError;
-use crate::params::{ImageParams, Mode, ReasonParams};
+use crate::params::{ImageParams, Mode, ReasonParams, TextParams};
 use crate::transforms::ResizeConfig;
 
 /// A context is the log of what was appended to it.
@@ -29,6 +29,8 @@ struct ImageCall {
 struct Scripted {
     replies: RefCell<VecDeque<String>>,
     text_calls: RefCell<Vec<(Log, u64)>>,
+    /// The choices each text decode was given.
+    choice_calls: RefCell<Vec<Option<AnswerChoices>>>,
     image_calls: RefCell<Vec<ImageCall>>,
 }
 
@@ -70,8 +72,10 @@ impl Backend for Scripted {
         &self,
         ctx: &Log,
         params: &TextParams,
+        choices: Option<&AnswerChoices>,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<String> {
+        self.choice_calls.borrow_mut().push(choices.cloned());
         self.text_calls
             .borrow_mut()
             .push((ctx.clone(), params.seed));
@@ -427,4 +431,32 @@ fn backend_errors_and_bad_settings_propagate() {
             ..
         })
     ));
+}
+
+#[test]
+fn choices_reach_every_decode_only_when_asked_for() {
+    let mcq = "Which is closer?\nOptions:\nA. red box\nB. cyan cone\nAnswer with the letter of the correct option.";
+    let depth_then_answer = [
+        format!("{THINK}<depth-estimation> depth </depth-estimation>"),
+        format!("{THINK}<answer>\\boxed{{ red box}}</answer>"),
+    ];
+    let replies: Vec<&str> = depth_then_answer.iter().map(String::as_str).collect();
+    let ask = |question: &str, constrain: bool| {
+        let b = Scripted::new(&replies);
+        let params = ReasonParams {
+            constrain_answers: constrain,
+            ..small_params(Mode::Cooper)
+        };
+        reason(&b, &picture(), question, &params, &mut |_| {}).unwrap();
+        b.choice_calls.into_inner()
+    };
+    let calls = ask(mcq, true);
+    assert_eq!(calls.len(), 2);
+    for c in &calls {
+        let c = c.as_ref().expect("choices on every turn");
+        assert_eq!(c.label_of(" cyan cone"), Some("B"));
+    }
+    assert_eq!(ask(mcq, false), vec![None, None]);
+    // A question with no options and no Yes / No instruction is not constrained.
+    assert_eq!(ask("How far is the red box?", true), vec![None, None]);
 }
