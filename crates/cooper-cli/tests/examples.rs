@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::process::Command;
 
-fn ask(scene: &str, cache: &Path) -> String {
+fn ask(scene: &str, cache: &Path, flags: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let question = std::fs::read_to_string(root.join(format!("examples/{scene}.txt")))
         .expect("example question");
     let out = Command::new(env!("CARGO_BIN_EXE_cooper"))
         .arg("ask")
+        .args(flags)
         .arg("--image")
         .arg(root.join(format!("examples/{scene}.png")))
         .arg(question)
@@ -25,16 +26,38 @@ fn ask(scene: &str, cache: &Path) -> String {
     stdout
 }
 
+fn last_answer(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("answer:"))
+        .unwrap_or_default()
+}
+
 #[test]
 fn the_default_model_answers_the_examples() {
     let cache = tempfile::tempdir().expect("tempdir");
     for (scene, answer) in [("scene-1", "B"), ("scene-2", "A"), ("scene-3", "No")] {
-        let stdout = ask(scene, cache.path());
-        let last = stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("answer:"))
-            .unwrap_or_default();
-        assert_eq!(last, format!("answer: {answer}"), "{scene}:\n{stdout}");
+        let stdout = ask(scene, cache.path(), &[]);
+        assert_eq!(
+            last_answer(&stdout),
+            format!("answer: {answer}"),
+            "{scene}:\n{stdout}"
+        );
+    }
+}
+
+/// With the answer constrained, the box holds an option, here the one the free decode boxes
+/// (the default model boxes letters and Yes / No already).
+#[test]
+fn constrained_answers_keep_the_default_models_choices() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    for (scene, answer) in [("scene-1", "B"), ("scene-3", "No")] {
+        let stdout = ask(scene, cache.path(), &["--constrain-answers"]);
+        assert_eq!(
+            last_answer(&stdout),
+            format!("answer: {answer}"),
+            "{scene}:\n{stdout}"
+        );
     }
 }

@@ -199,6 +199,12 @@ fn log_softmax_row(logits: &Tensor) -> Result<Vec<f32>> {
     Ok(v.iter().map(|&x| x - log_sum).collect())
 }
 
+/// The log-probability of `id` in a [`log_softmax_row`]; an id past the sampler's cut (which
+/// decoding never writes) has none.
+fn log_prob(row: &[f32], id: u32) -> f32 {
+    row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY)
+}
+
 impl Engine {
     /// Ids whose text starts with `}`: any of them closes a box. (The model may have learnt the
     /// brace merged with what follows it, `}.` or `}}`, so one `}` token is not enough.)
@@ -239,11 +245,11 @@ impl Engine {
                 let Some((&last, init)) = ids.split_last() else {
                     continue;
                 };
-                let mut log_p = first[ids[0] as usize];
+                let mut log_p = log_prob(&first, ids[0]);
                 let mut c = opened.clone();
                 for (k, &id) in init.iter().enumerate() {
                     let (lg, next) = self.model.decode_step(&c, id)?;
-                    log_p += log_softmax_row(&lg)?[ids[k + 1] as usize];
+                    log_p += log_prob(&log_softmax_row(&lg)?, ids[k + 1]);
                     c = next;
                 }
                 let (lg, _) = self.model.decode_step(&c, last)?;

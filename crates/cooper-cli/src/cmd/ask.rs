@@ -72,6 +72,14 @@ pub fn run(args: AskArgs) -> Result<()> {
         params.image.num_timesteps = n;
     }
     params.constrain_answers = args.constrain_answers;
+    if args.constrain_answers
+        && cooper_infer::AnswerChoices::from_question(&args.question).is_none()
+    {
+        eprintln!(
+            "note: --constrain-answers found no options (lines `A. ...`) and no \"Answer with Yes \
+             or No\" in the question; the answer is decoded freely"
+        );
+    }
     let mut out = std::io::stdout().lock();
     let mut events = |e: ReasonEvent<'_>| {
         let _ = match e {
