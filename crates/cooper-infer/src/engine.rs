@@ -3,9 +3,10 @@
 //!
 //! A context is `cooper_model::Context`, an immutable value whose clone shares the cache tensors:
 //! the CFG branches and the loop's three contexts fork without copying the cache.
+use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use cooper_model::packing::{pack_latents, unpack_latents};
 use cooper_model::{AutoEncoder, Bagel, Context, ModelFolder, TokenizerFiles};
 use image::RgbImage;
@@ -16,7 +17,7 @@ use crate::choices::{choice_log_probs, AnswerChoices};
 use crate::error::{InferError, Result};
 use crate::flow::{initial_noise, sample_flow, step_progress_bar, Branch};
 use crate::params::{ImageParams, ReasonParams, ReasoningConfig, TextParams};
-use crate::sampling::{sample_choice, sample_token_tensor, seeded_rng, SeededRng, VOCAB_CUT};
+use crate::sampling::{sample_choice, sample_token_tensor, seeded_rng, SeededRng};
 use crate::transforms::{patchify, to_tensor, ResizeConfig};
 
 fn backend_err(e: impl std::error::Error + Send + Sync + 'static) -> InferError {
@@ -187,16 +188,13 @@ pub struct FilledBox {
     pub next: u32,
 }
 
-/// log-softmax of one logits row (cut to the sampler's vocabulary), as f32 values.
+/// log-softmax of one logits row, as f32 values (`decode_step` has cut it to the sampler's
+/// vocabulary).
 fn log_softmax_row(logits: &Tensor) -> Result<Vec<f32>> {
-    let v = logits
-        .to_dtype(DType::F32)?
+    let logits = logits.to_dtype(DType::F32)?;
+    Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
         .flatten_all()?
-        .to_vec1::<f32>()?;
-    let v = &v[..v.len().min(VOCAB_CUT)];
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-    Ok(v.iter().map(|&x| x - log_sum).collect())
+        .to_vec1::<f32>()?)
 }
 
 /// The log-probability of `id` in a [`log_softmax_row`]; an id past the sampler's cut (which
@@ -204,6 +202,11 @@ fn log_softmax_row(logits: &Tensor) -> Result<Vec<f32>> {
 fn log_prob(row: &[f32], id: u32) -> f32 {
     row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY)
 }
+
+/// Decode steps inside a box, keyed by the tokens fed after the box's first token: the
+/// log-probabilities of the next token and the context holding the key. Forms that begin alike
+/// (every one with `{`) share their steps.
+type BoxSteps = HashMap<Vec<u32>, (Vec<f32>, Context)>;
 
 impl Engine {
     /// Ids whose text starts with `}`: any of them closes a box. (The model may have learnt the
@@ -236,30 +239,34 @@ impl Engine {
     ) -> Result<FilledBox> {
         let closers = self.box_closers();
         let (logits, opened) = self.model.decode_step(ctx, pending)?;
-        let first = log_softmax_row(&logits)?;
+        let mut steps = BoxSteps::from([(Vec::new(), (log_softmax_row(&logits)?, opened))]);
         let mut scored: Vec<Vec<(f32, Vec<u32>, Context)>> = Vec::new();
         for choice in &choices.choices {
             let mut forms = Vec::new();
             for form in &choice.forms {
                 let ids = self.encode(&format!("{{{form}"))?;
-                let Some((&last, init)) = ids.split_last() else {
+                if ids.is_empty() {
                     continue;
-                };
-                let mut log_p = log_prob(&first, ids[0]);
-                let mut c = opened.clone();
-                for (k, &id) in init.iter().enumerate() {
-                    let (lg, next) = self.model.decode_step(&c, id)?;
-                    log_p += log_prob(&log_softmax_row(&lg)?, ids[k + 1]);
-                    c = next;
                 }
-                let (lg, _) = self.model.decode_step(&c, last)?;
-                let after = log_softmax_row(&lg)?;
+                for k in 1..=ids.len() {
+                    if !steps.contains_key(&ids[..k]) {
+                        let (lg, next) = self
+                            .model
+                            .decode_step(&steps[&ids[..k - 1]].1, ids[k - 1])?;
+                        steps.insert(ids[..k].to_vec(), (log_softmax_row(&lg)?, next));
+                    }
+                }
+                let log_p: f32 = (0..ids.len())
+                    .map(|k| log_prob(&steps[&ids[..k]].0, ids[k]))
+                    .sum();
+                let after = &steps[&ids[..]].0;
                 let close = closers
                     .iter()
                     .filter_map(|&id| after.get(id as usize))
                     .map(|&l| l.exp())
                     .sum::<f32>();
-                forms.push((log_p + close.ln(), ids, c));
+                let context = steps[&ids[..ids.len() - 1]].1.clone();
+                forms.push((log_p + close.ln(), ids, context));
             }
             scored.push(forms);
         }
