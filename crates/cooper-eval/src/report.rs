@@ -193,13 +193,23 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{:.2}", 100.0 * x))
 }
 
+/// A p-value to three decimals, or `<0.001`.
+fn p_value(v: Option<f64>) -> String {
+    match v {
+        None => "–".to_string(),
+        Some(p) if p < 0.001 => "<0.001".to_string(),
+        Some(p) => format!("{p:.3}"),
+    }
+}
+
 fn row(name: &str, g: &GroupScores) -> String {
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         g.n,
         pct(Some(g.score)),
         pct(g.accuracy),
         pct(g.chance),
+        p_value(g.p_vs_chance),
         pct(g.mra),
         pct(g.success_rate),
         g.unanswered
@@ -211,9 +221,10 @@ pub fn render_markdown(results: &Results) -> String {
     let mut md = format!(
         "# Evaluation: {}\n\nMode: `{}`. Score = mean of accuracy (multiple choice, yes/no, integer, open) \
          and mean relative accuracy (numbers); chance = accuracy of a uniform guess (multiple choice, \
-         yes/no); success = within a factor of 2 (numbers). Values in %.\n\n\
-         | category | n | score | accuracy | chance | MRA | success | unanswered |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         yes/no); p = the chance that uniform guessing scores at least as many of those items \
+         (one-sided, exact); success = within a factor of 2 (numbers). Values in %.\n\n\
+         | category | n | score | accuracy | chance | p | MRA | success | unanswered |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         results.bench, results.mode
     );
     if results.images != "own" {

@@ -133,6 +133,29 @@ pub struct GroupScores {
     /// Mean chance accuracy over the items where it is defined (see [`ItemScore::chance`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub chance: Option<f64>,
+    /// One-sided p-value of the group's hits on those items under uniform guessing: the chance
+    /// that a guesser scores at least as many (see [`p_at_least`]). Small values say the score
+    /// above chance is not luck; with 20-50 items a category needs several points over chance.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub p_vs_chance: Option<f64>,
+}
+
+/// P(X ≥ k) where X counts successes of independent trials with probabilities `probs`
+/// (a Poisson-binomial distribution: items may have different option counts). Exact, by
+/// dynamic programming over the count, O(n²); a normal approximation is poor at the 20-60 items
+/// a benchmark category holds.
+pub fn p_at_least(probs: &[f64], k: usize) -> f64 {
+    // dist[j] = P(j successes among the trials seen so far).
+    let mut dist = vec![0.0f64; probs.len() + 1];
+    dist[0] = 1.0;
+    for (i, &p) in probs.iter().enumerate() {
+        for j in (0..=i + 1).rev() {
+            let stay = dist[j] * (1.0 - p);
+            let step = if j > 0 { dist[j - 1] * p } else { 0.0 };
+            dist[j] = stay + step;
+        }
+    }
+    dist.iter().skip(k).sum::<f64>().min(1.0)
 }
 
 #[derive(Default)]
@@ -147,6 +170,9 @@ struct Acc {
     unanswered: usize,
     n_chance: usize,
     chance: f64,
+    /// Chance of each item where it is defined, and how many of those items were right.
+    chances: Vec<f64>,
+    chance_hits: usize,
 }
 
 impl Acc {
@@ -166,6 +192,8 @@ impl Acc {
         if let Some(c) = s.chance {
             self.n_chance += 1;
             self.chance += c;
+            self.chances.push(c);
+            self.chance_hits += usize::from(s.correct.unwrap_or(false));
         }
     }
 
@@ -181,6 +209,7 @@ impl Acc {
             success_rate: ratio(self.success as f64, self.n_num),
             unanswered: self.unanswered,
             chance: ratio(self.chance, self.n_chance),
+            p_vs_chance: (self.n_chance > 0).then(|| p_at_least(&self.chances, self.chance_hits)),
         }
     }
 }
@@ -317,5 +346,35 @@ mod tests {
         assert_eq!(s.overall.unanswered, 1);
         assert_eq!(s.categories["a"].n, 2);
         assert_eq!(s.categories["b"].accuracy, None);
+        assert_eq!(s.categories["b"].p_vs_chance, None);
+    }
+
+    #[test]
+    fn p_at_least_hand_computed() {
+        // Two fair coins: P(X ≥ 0) = 1, P(X ≥ 1) = 3/4, P(X ≥ 2) = 1/4, P(X ≥ 3) = 0.
+        let coins = [0.5, 0.5];
+        assert_eq!(p_at_least(&coins, 0), 1.0);
+        assert!((p_at_least(&coins, 1) - 0.75).abs() < 1e-12);
+        assert!((p_at_least(&coins, 2) - 0.25).abs() < 1e-12);
+        assert_eq!(p_at_least(&coins, 3), 0.0);
+        // A yes/no item and a four-option item both right: 1/2 · 1/4 = 1/8.
+        assert!((p_at_least(&[0.5, 0.25], 2) - 0.125).abs() < 1e-12);
+        // 8 of 20 four-option items right: binomial tail Σ_{j≥8} C(20,j) 0.25^j 0.75^(20−j) = 0.10181.
+        assert!((p_at_least(&[0.25; 20], 8) - 0.101811).abs() < 1e-6);
+        // At or below chance the p-value is large.
+        assert!(p_at_least(&[0.25; 20], 5) > 0.5);
+    }
+
+    #[test]
+    fn p_vs_chance_counts_items_with_chance() {
+        let item = |correct| ItemScore {
+            correct: Some(correct),
+            chance: Some(0.5),
+            ..Default::default()
+        };
+        let (r, w) = (item(true), item(false));
+        let s = summarize([("yn", &r, true), ("yn", &r, true), ("yn", &w, true)]);
+        // P(at least 2 of 3 fair coins) = 4/8.
+        assert!((s.categories["yn"].p_vs_chance.unwrap() - 0.5).abs() < 1e-12);
     }
 }

@@ -176,6 +176,10 @@ fn harness_scores_reports_and_resumes() {
     assert_eq!(ex.chance, Some(0.5));
     assert_eq!((dist.chance, s.categories["count"].chance), (None, None));
     assert_eq!(s.overall.chance, Some(0.5));
+    // p vs chance: relation 1 of 2 fair guesses → P(X ≥ 1) = 3/4; overall 2 of 4 → 11/16.
+    assert!(close(rel.p_vs_chance.expect("p"), 0.75));
+    assert!(close(s.overall.p_vs_chance.expect("p"), 11.0 / 16.0));
+    assert_eq!(dist.p_vs_chance, None);
 
     // The JSON and markdown reports carry the same numbers.
     let json: serde_json::Value =
@@ -193,15 +197,15 @@ fn harness_scores_reports_and_resumes() {
     assert_eq!(json["mode"], "cooper");
     let md = std::fs::read_to_string(&outcome.report_path).expect("read md");
     assert!(
-        md.contains("| distance | 3 | 50.00 | – | – | 50.00 | 66.67 | 0 |"),
+        md.contains("| distance | 3 | 50.00 | – | – | – | 50.00 | 66.67 | 0 |"),
         "{md}"
     );
     assert!(
-        md.contains("| relation | 2 | 50.00 | 50.00 | 50.00 | – | – | 0 |"),
+        md.contains("| relation | 2 | 50.00 | 50.00 | 50.00 | 0.750 | – | – | 0 |"),
         "{md}"
     );
     assert!(
-        md.contains("| **overall** | 8 | 56.25 | 60.00 | 50.00 | 50.00 | 66.67 | 1 |"),
+        md.contains("| **overall** | 8 | 56.25 | 60.00 | 50.00 | 0.688 | 50.00 | 66.67 | 1 |"),
         "{md}"
     );
     // Per-item predictions record the raw output, the extraction and the tool counts.
