@@ -68,7 +68,8 @@ GROUND_STEPS=${GROUND_STEPS:-400}
 VIT_COLOR=${VIT_COLOR:-0}
 LOOKUP=${LOOKUP:-0}
 # Objects stand at most this far from the camera, metres (`cooper world --max-distance`). At the
-# default 8 m many are a few pixels wide at 128 px; the twelfth run used 4 (docs/results.md).
+# default 8 m many are a few pixels wide at 128 px; the twelfth and twentieth runs used 4 (the
+# held-out world then uses it too: another benchmark; docs/results.md).
 MAX_DISTANCE=${MAX_DISTANCE:-8}
 LOOKUP_STEPS=${LOOKUP_STEPS:-500}
 LOOKUP_MIX=${LOOKUP_MIX:-4000}
