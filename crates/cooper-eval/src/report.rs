@@ -222,7 +222,7 @@ pub fn render_markdown(results: &Results) -> String {
         "# Evaluation: {}\n\nMode: `{}`. Score = mean of accuracy (multiple choice, yes/no, integer, open) \
          and mean relative accuracy (numbers); chance = accuracy of a uniform guess (multiple choice, \
          yes/no); p = the chance that uniform guessing scores at least as many of those items \
-         (one-sided, exact); success = within a factor of 2 (numbers). Values in %.\n\n\
+         (one-sided, exact); success = within a factor of 2 (numbers). Values in %, p excepted.\n\n\
          | category | n | score | accuracy | chance | p | MRA | success | unanswered |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         results.bench, results.mode
