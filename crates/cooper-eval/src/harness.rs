@@ -172,17 +172,26 @@ pub fn run_with<A: Answerer>(
         let image_from =
             (config.images == ImageControl::Shuffled).then(|| items[shown].index.clone());
         if let Some(rec) = log.get(&item.index) {
+            // A folder holds one kind of run: answers of another kind are refused, not mixed.
+            let mixed = |holds: String, wanted: &str| EvalError::InvalidValue {
+                what: "output folder",
+                value: config.out_dir.display().to_string(),
+                message: format!(
+                    "its predictions.jsonl holds {holds}, not {wanted}; use another output folder"
+                ),
+            };
             if rec.image_from.is_some() != image_from.is_some() {
-                return Err(EvalError::InvalidValue {
-                    what: "output folder",
-                    value: config.out_dir.display().to_string(),
-                    message: format!(
-                        "its predictions.jsonl holds answers with {} pictures, not {}; use another \
-                         output folder",
-                        if rec.image_from.is_some() { "shuffled" } else { "their own" },
-                        if image_from.is_some() { "shuffled ones" } else { "their own" },
-                    ),
-                });
+                let held = if rec.image_from.is_some() {
+                    "shuffled"
+                } else {
+                    "their own"
+                };
+                let wanted = if image_from.is_some() {
+                    "shuffled ones"
+                } else {
+                    "their own"
+                };
+                return Err(mixed(format!("answers with {held} pictures"), wanted));
             }
             if rec.constrained != config.constrained_answers {
                 let how = |c: bool| {
@@ -192,25 +201,16 @@ pub fn run_with<A: Answerer>(
                         "decoded freely"
                     }
                 };
-                return Err(EvalError::InvalidValue {
-                    what: "output folder",
-                    value: config.out_dir.display().to_string(),
-                    message: format!(
-                        "its predictions.jsonl holds answers {}, not {}; use another output folder",
-                        how(rec.constrained),
-                        how(config.constrained_answers)
-                    ),
-                });
+                return Err(mixed(
+                    format!("answers {}", how(rec.constrained)),
+                    how(config.constrained_answers),
+                ));
             }
             if rec.mode != config.mode.name() {
-                return Err(EvalError::InvalidValue {
-                    what: "output folder",
-                    value: config.out_dir.display().to_string(),
-                    message: format!(
-                        "its predictions.jsonl holds mode `{}` answers, not `{}`; use another output folder",
-                        rec.mode, config.mode
-                    ),
-                });
+                return Err(mixed(
+                    format!("mode `{}` answers", rec.mode),
+                    &format!("`{}`", config.mode),
+                ));
             }
             skipped += 1;
             bar.inc(1);

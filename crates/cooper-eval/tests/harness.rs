@@ -115,6 +115,12 @@ impl Answerer for Script {
     }
 }
 
+/// Runs `config`, which must be refused with a message containing `expected`.
+fn assert_refused(config: &EvalConfig, answerer: impl Answerer, expected: &str) {
+    let err = run_with(config, answerer).expect_err(expected).to_string();
+    assert!(err.contains(expected), "{err}");
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -254,12 +260,10 @@ fn limit_and_model_errors() {
     // The same output folder refuses answers of another mode.
     let mut other = config.clone();
     other.mode = ReasoningMode::Pe;
-    let err = run_with(&other, Script::empty())
-        .expect_err("mode mix")
-        .to_string();
-    assert!(
-        err.contains("holds mode `cooper` answers, not `pe`"),
-        "{err}"
+    assert_refused(
+        &other,
+        Script::empty(),
+        "holds mode `cooper` answers, not `pe`",
     );
 
     // A failing model stops the run with the item's index; what was answered stays recorded.
@@ -427,10 +431,7 @@ fn shuffled_images_show_every_question_another_picture() {
 
     // The same folder refuses answers with own pictures, and an own-picture folder the control.
     let refused = |config: &EvalConfig, expected: &str| {
-        let err = run_with(config, ByColour(Vec::new()))
-            .expect_err(expected)
-            .to_string();
-        assert!(err.contains(expected), "{err}");
+        assert_refused(config, ByColour(Vec::new()), expected)
     };
     let mut own = config.clone();
     own.images = ImageControl::Own;
@@ -466,12 +467,10 @@ fn constrained_answers_are_recorded_and_never_mixed() {
 
     let mut free = config.clone();
     free.constrained_answers = false;
-    let err = run_with(&free, Script::empty())
-        .expect_err("a free run in a constrained folder")
-        .to_string();
-    assert!(
-        err.contains("constrained to the options, not decoded freely"),
-        "{err}"
+    assert_refused(
+        &free,
+        Script::empty(),
+        "constrained to the options, not decoded freely",
     );
     // A free run writes nothing about constraints (older folders read the same).
     free.out_dir = dir.path().join("free");
@@ -480,8 +479,5 @@ fn constrained_answers_are_recorded_and_never_mixed() {
     assert!(!results.contains("constrained"), "{results}");
     let mut back = free.clone();
     back.constrained_answers = true;
-    assert!(run_with(&back, Script::empty())
-        .expect_err("a constrained run in a free folder")
-        .to_string()
-        .contains("decoded freely, not constrained"));
+    assert_refused(&back, Script::empty(), "decoded freely, not constrained");
 }
