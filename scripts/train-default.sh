@@ -32,6 +32,13 @@
 # option's text, which the evaluation maps to its letter (`cooper world --option-text-answers`);
 # the chains then open by restating the options, and RESTATE_STEPS (300) of text-only
 # restatements (`sft_restate.jsonl`) run right before SFT, which keeps them among its rows.
+# RELATION_REASONS=1 (with DESCRIPTION_THOUGHTS=1; an experiment) makes spatial-relation and
+# depth-order chains work their verdict out from the description: both objects' places or
+# distances, the relation that holds, then the question's own phrase (`cooper world
+# --relation-reasons`).
+# VERDICT_FIRST=1 (an experiment) opens yes/no chains (existence, occlusion, spatial relation,
+# depth order) with the question word for word, where the picture puts its objects, and the
+# verdict, in place of the description (`cooper world --verdict-first`).
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the
@@ -81,11 +88,17 @@ PERCEIVE_STEPS=${PERCEIVE_STEPS:-1000}
 PERCEIVE_MIX=${PERCEIVE_MIX:-2000}
 DESCRIPTION_THOUGHTS=${DESCRIPTION_THOUGHTS:-0}
 TEXT_ANSWERS=${TEXT_ANSWERS:-0}
+RELATION_REASONS=${RELATION_REASONS:-0}
+VERDICT_FIRST=${VERDICT_FIRST:-0}
 RESTATE_STEPS=${RESTATE_STEPS:-300}
 SFT_TRAIN_VIT=${SFT_TRAIN_VIT:-0}
 REHEARSE_GEN=${REHEARSE_GEN:-0}
 if [[ "$PERCEIVE" == 1 && "$GROUNDED" != 1 ]]; then
   echo "PERCEIVE=1 needs GROUNDED=1 (a pretrained ViT, frozen)" >&2
+  exit 2
+fi
+if [[ "$RELATION_REASONS" == 1 && "$DESCRIPTION_THOUGHTS" != 1 ]]; then
+  echo "RELATION_REASONS=1 needs DESCRIPTION_THOUGHTS=1 (it reasons from the description)" >&2
   exit 2
 fi
 if [[ "$SFT_TRAIN_VIT" == 1 && "$GROUNDED" != 1 ]]; then
@@ -97,13 +110,16 @@ mkdir -p "$OUT"
 
 # GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`),
 # DESCRIPTION_THOUGHTS=1 ones with the scene description.
-WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false
+WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false RELATION_FLAG=false
+VERDICT_FLAG=false
 if [[ "$DESCRIPTION_THOUGHTS" == 1 ]]; then
   WORLD_FLAGS=(--description-thoughts) DESCRIPTION_FLAG=true
 elif [[ "$GROUNDED" == 1 ]]; then
   WORLD_FLAGS=(--listing-thoughts) LISTING_THOUGHTS=true
 fi
 [[ "$TEXT_ANSWERS" == 1 ]] && WORLD_FLAGS+=(--option-text-answers) TEXT_FLAG=true
+[[ "$RELATION_REASONS" == 1 ]] && WORLD_FLAGS+=(--relation-reasons) RELATION_FLAG=true
+[[ "$VERDICT_FIRST" == 1 ]] && WORLD_FLAGS+=(--verdict-first) VERDICT_FLAG=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
 # made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
@@ -120,6 +136,7 @@ world_ok() {
   [[ -f "$OUT/world/manifest.json" && -f "$OUT/world/$DESCRIPTIONS" && -f "$OUT/world/$LISTINGS" ]] &&
     has_setting listing_thoughts "$LISTING_THOUGHTS" &&
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
+    has_setting relation_reasons "$RELATION_FLAG" && has_setting verdict_first "$VERDICT_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
     { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; }

@@ -37,7 +37,13 @@ fn last_answer(stdout: &str) -> &str {
 #[test]
 fn the_default_model_answers_the_examples() {
     let cache = tempfile::tempdir().expect("tempdir");
-    for (scene, answer) in [("scene-1", "B"), ("scene-2", "A"), ("scene-3", "No")] {
+    // The default model answers in words; `ask` names the option they write ("A (green)").
+    let expected = [
+        ("scene-1", "A (green)"),
+        ("scene-2", "C (green capsule)"),
+        ("scene-3", "Yes"),
+    ];
+    for (scene, answer) in expected {
         let stdout = ask(scene, cache.path(), &[]);
         assert_eq!(
             last_answer(&stdout),
@@ -48,11 +54,11 @@ fn the_default_model_answers_the_examples() {
 }
 
 /// With the answer constrained, the box holds an option, here the one the free decode boxes
-/// (the default model boxes letters and Yes / No already).
+/// (the default model boxes an option's words, or Yes / No, already).
 #[test]
 fn constrained_answers_keep_the_default_models_choices() {
     let cache = tempfile::tempdir().expect("tempdir");
-    for (scene, answer) in [("scene-1", "B"), ("scene-3", "No")] {
+    for (scene, answer) in [("scene-1", "A (green)"), ("scene-3", "Yes")] {
         let stdout = ask(scene, cache.path(), &["--constrain-answers"]);
         assert_eq!(
             last_answer(&stdout),

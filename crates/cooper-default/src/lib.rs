@@ -25,6 +25,8 @@ const FILES: &[(&str, &[u8])] = &[
     model_file!("tokenizer.json"),
     model_file!("model.safetensors"),
     model_file!("ae.safetensors"),
+    // Trained without the system prompts: asked without them too.
+    model_file!("reasoning_config.json"),
 ];
 
 /// Environment variable naming the cache root (default: `$XDG_CACHE_HOME/cooper`, then

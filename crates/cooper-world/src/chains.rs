@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::questions::{
-    camera_distance, grid_cell, matches, min_pixels, object_distance, AnswerKind, Category, Flag,
-    Query, Question, Relation, Tool, GRID_NAMES,
+    camera_distance, grid_cell, grid_col, grid_row, matches, min_pixels, object_distance,
+    AnswerKind, Category, Flag, Query, Question, Relation, Tool, GRID_NAMES,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -95,6 +95,19 @@ pub struct ChainStyle {
     /// option's letter (docs/results.md); an answer in words is the model's own decision. Every
     /// box then opens with a space, see [`ChainStyle::boxed_answer`].
     pub option_text_answers: bool,
+    /// With [`Opening::Description`], spatial-relation and depth-order yes/no chains reason from
+    /// the description: both objects' places (or distances) as it gave them, the relation that
+    /// holds, then the question's own phrase and the verdict ([`relation_from_description`]).
+    /// Without it, their final thought states the verdict in the canonical phrase alone, and the
+    /// twentieth run wrote "to the right of" in 125 of 137 such thoughts whatever the question
+    /// asked (docs/results.md).
+    pub relation_reasons: bool,
+    /// Yes/no chains (existence, occlusion, spatial relation, depth order) open their first
+    /// thought with the question word for word, what the picture shows of its objects and the
+    /// verdict, in place of the description or listing ([`verdict_first_thought`]). The twenty-
+    /// first run's verdicts, written after a description, named other objects and phrases than
+    /// the question's: the small model copies well only from a few tokens back.
+    pub verdict_first: bool,
 }
 
 impl ChainStyle {
@@ -199,14 +212,7 @@ pub fn explain(q: &Question, scene: &Scene, frame: &Frame, in_option_order: bool
             }
         }
         Query::Relation { a, b, relation } => {
-            let phrase = match relation {
-                Relation::LeftOf => "to the left of",
-                Relation::RightOf => "to the right of",
-                Relation::Above => "above",
-                Relation::Below => "below",
-                Relation::InFrontOf => "closer to the camera than",
-                Relation::Behind => "farther from the camera than",
-            };
+            let phrase = relation_phrase(*relation);
             let neg = if q.answer == "Yes" { "" } else { "not " };
             format!("{} is {neg}{phrase} {}.", cap(&name(*a)), name(*b))
         }
@@ -422,7 +428,14 @@ fn final_turn(
     style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> String {
-    let mut reason = explain_from_opening(q, scene, frame, style.opening)
+    let from_verdict = (style.verdict_first && verdict_first_thought(q, scene, frame).is_some())
+        .then(|| format!("As I found, the answer is {}.", q.answer));
+    let from_relation = (style.relation_reasons && style.opening == Opening::Description)
+        .then(|| relation_from_description(q, scene, frame))
+        .flatten();
+    let mut reason = from_verdict
+        .or(from_relation)
+        .or_else(|| explain_from_opening(q, scene, frame, style.opening))
         .unwrap_or_else(|| explain(q, scene, frame, style.option_text_answers));
     if q.kind == AnswerKind::Mcq && !style.option_text_answers {
         // Naming the option right after the answer's words lets the answer turn copy the letter
@@ -514,6 +527,227 @@ fn explain_from_opening(
         (_, 0) => format!("Nothing in the {noun} matches."),
         _ => format!("The {noun} names {named}, which matches."),
     })
+}
+
+/// The words a relation is stated in when it holds (the question may use a synonym).
+fn relation_phrase(relation: Relation) -> &'static str {
+    match relation {
+        Relation::LeftOf => "to the left of",
+        Relation::RightOf => "to the right of",
+        Relation::Above => "above",
+        Relation::Below => "below",
+        Relation::InFrontOf => "closer to the camera than",
+        Relation::Behind => "farther from the camera than",
+    }
+}
+
+fn opposite(relation: Relation) -> Relation {
+    match relation {
+        Relation::LeftOf => Relation::RightOf,
+        Relation::RightOf => Relation::LeftOf,
+        Relation::Above => Relation::Below,
+        Relation::Below => Relation::Above,
+        Relation::InFrontOf => Relation::Behind,
+        Relation::Behind => Relation::InFrontOf,
+    }
+}
+
+/// A relation question's yes/no verdict worked out from the scene description: where the
+/// description put both objects (left-to-right order and cells, or distances), the relation that
+/// holds, then the question's own phrase, copied from it, and the answer.
+///
+/// "The description names the blue cone (middle-left cell) before the red box (center cell), so
+/// the blue cone is to the left of the red box. The question asks if it is to the right of the
+/// red box: No."
+///
+/// `None` (the caller falls back to [`explain`]) when an object is missing from the description
+/// or the description's order or distances would not show the relation the geometry gives.
+fn relation_from_description(q: &Question, scene: &Scene, frame: &Frame) -> Option<String> {
+    let Query::Relation { a, b, relation } = q.query else {
+        return None;
+    };
+    let yes = q.answer == "Yes";
+    let holds = if yes { relation } else { opposite(relation) };
+    let seen = visible_left_to_right(scene, frame);
+    let at = |id: u16| seen.iter().position(|(o, _)| o.id == id);
+    let (ia, ib) = (at(a)?, at(b)?);
+    let ((oa, sa), (ob, sb)) = (seen[ia], seen[ib]);
+    let cell = |s: &crate::render::ObjectStats| grid_cell(frame, s.centroid);
+    let evidence = match holds {
+        Relation::LeftOf | Relation::RightOf => {
+            if (ia < ib) != (holds == Relation::LeftOf) {
+                return None;
+            }
+            let ((first, fs), (second, ss)) = if ia < ib {
+                ((oa, sa), (ob, sb))
+            } else {
+                ((ob, sb), (oa, sa))
+            };
+            format!(
+                "The description names the {} ({} cell) before the {} ({} cell)",
+                first.name(),
+                cell(fs),
+                second.name(),
+                cell(ss)
+            )
+        }
+        Relation::Above | Relation::Below => {
+            if (sa.centroid[1] < sb.centroid[1]) != (holds == Relation::Above) {
+                return None;
+            }
+            let same_row = if grid_row(frame, sa.centroid[1]) == grid_row(frame, sb.centroid[1]) {
+                ", both in the same row"
+            } else {
+                ""
+            };
+            format!(
+                "The description puts the {} in the {} cell and the {} in the {} cell{same_row}",
+                oa.name(),
+                cell(sa),
+                ob.name(),
+                cell(sb)
+            )
+        }
+        Relation::InFrontOf | Relation::Behind => {
+            // The description's distances, rounded as it writes them.
+            let metres = |o| format!("{:.1}", camera_distance(scene, o));
+            let (da, db) = (camera_distance(scene, oa), camera_distance(scene, ob));
+            if (da < db) != (holds == Relation::InFrontOf) || metres(oa) == metres(ob) {
+                return None;
+            }
+            format!(
+                "The description puts the {} about {} m and the {} about {} m from the camera",
+                oa.name(),
+                metres(oa),
+                ob.name(),
+                metres(ob)
+            )
+        }
+    };
+    // The question's own words between the two names ("on the left side of", "nearer to the
+    // viewer than"); the canonical phrase when the wording cannot be found.
+    let (na, nb) = (format!("the {} ", oa.name()), format!(" the {}", ob.name()));
+    let asked = q
+        .text
+        .find(&na)
+        .map(|i| &q.text[i + na.len()..])
+        .and_then(|rest| rest.find(&nb).map(|j| rest[..j].trim()))
+        .filter(|p| !p.is_empty())
+        .unwrap_or(relation_phrase(relation));
+    Some(format!(
+        "{evidence}, so the {} is {} the {}. The question asks if it is {asked} the {}: {}.",
+        oa.name(),
+        relation_phrase(holds),
+        ob.name(),
+        ob.name(),
+        q.answer
+    ))
+}
+
+/// A yes/no question's verdict, worked out next to the question: "The question: Is the blue cone
+/// to the left of the red box? The blue cone is in the middle-left cell and the red box in the
+/// center cell, so the answer is Yes." The evidence is where the picture puts the question's
+/// objects (cells, with which is further left or higher when they share a column or row), their
+/// distances from the camera, a matching object and its cell, or how much of the object is
+/// hidden. `None` for other questions, and when the evidence would not show the answer (an
+/// object not visible, centroids that disagree with the objects' centres); those chains keep
+/// the usual opening.
+fn verdict_first_thought(q: &Question, scene: &Scene, frame: &Frame) -> Option<String> {
+    if q.kind != AnswerKind::YesNo {
+        return None;
+    }
+    let seen = |id: u16| {
+        let s = frame.stats_of(id).filter(|s| s.visible_px > 0)?;
+        Some((scene.object(id)?, s))
+    };
+    let cell = |s: &crate::render::ObjectStats| grid_cell(frame, s.centroid);
+    let yes = q.answer == "Yes";
+    let evidence = match q.query {
+        Query::Relation { a, b, relation } => {
+            let ((oa, sa), (ob, sb)) = (seen(a)?, seen(b)?);
+            let holds = if yes { relation } else { opposite(relation) };
+            match holds {
+                Relation::InFrontOf | Relation::Behind => {
+                    let (da, db) = (camera_distance(scene, oa), camera_distance(scene, ob));
+                    let (ma, mb) = (format!("{da:.1}"), format!("{db:.1}"));
+                    if (da < db) != (holds == Relation::InFrontOf) || ma == mb {
+                        return None;
+                    }
+                    format!(
+                        "The {} is about {ma} m from the camera and the {} about {mb} m",
+                        oa.name(),
+                        ob.name()
+                    )
+                }
+                _ => {
+                    let horizontal = matches!(holds, Relation::LeftOf | Relation::RightOf);
+                    let axis = usize::from(!horizontal);
+                    let a_first = sa.centroid[axis] < sb.centroid[axis];
+                    if a_first != matches!(holds, Relation::LeftOf | Relation::Above) {
+                        return None;
+                    }
+                    let band = |s: &crate::render::ObjectStats| {
+                        if horizontal {
+                            grid_col(frame, s.centroid[0])
+                        } else {
+                            grid_row(frame, s.centroid[1])
+                        }
+                    };
+                    let finer = if band(sa) != band(sb) {
+                        String::new()
+                    } else {
+                        let how = match (horizontal, a_first) {
+                            (true, true) => "further left",
+                            (true, false) => "further right",
+                            (false, true) => "higher",
+                            (false, false) => "lower",
+                        };
+                        format!(", the {} a little {how}", oa.name())
+                    };
+                    format!(
+                        "The {} is in the {} cell and the {} in the {} cell{finer}",
+                        oa.name(),
+                        cell(sa),
+                        ob.name(),
+                        cell(sb)
+                    )
+                }
+            }
+        }
+        Query::Exists { color, kind } => {
+            let found = visible_left_to_right(scene, frame)
+                .into_iter()
+                .find(|(o, _)| matches(o, color, kind));
+            match (found, yes) {
+                (Some((o, s)), true) => {
+                    format!("The {} in the {} cell is one", o.name(), cell(s))
+                }
+                (None, false) => "I find none in the picture".to_string(),
+                _ => return None,
+            }
+        }
+        Query::Occluded { a } => {
+            let (o, s) = seen(a)?;
+            let hidden = s.occluded_fraction();
+            match (hidden > 0.0, yes) {
+                (true, true) => format!(
+                    "The {} in the {} cell is about {:.0}% hidden by an object in front of it",
+                    o.name(),
+                    cell(s),
+                    hidden * 100.0
+                ),
+                (false, false) => {
+                    format!("The {} in the {} cell is fully visible", o.name(), cell(s))
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "The question: {} {evidence}, so the answer is {}.",
+        q.text, q.answer
+    ))
 }
 
 /// An interleaved chain: positive questions always call their tools, negative ones never
@@ -611,6 +845,13 @@ pub fn interleaved_chain(
 /// than from the prompt (a copy the default model does badly over a whole chain,
 /// docs/results.md).
 fn opening_thought(q: &Question, scene: &Scene, frame: &Frame, style: ChainStyle) -> String {
+    if let Some(verdict) = style
+        .verdict_first
+        .then(|| verdict_first_thought(q, scene, frame))
+        .flatten()
+    {
+        return format!("{verdict} ");
+    }
     let mut look = match style.opening {
         Opening::Plain => String::new(),
         Opening::CellListing => format!("{} ", cell_listing(scene, frame)),
@@ -858,6 +1099,8 @@ mod tests {
                 [false, true].map(|option_text_answers| ChainStyle {
                     opening,
                     option_text_answers,
+                    relation_reasons: option_text_answers && opening == Opening::Description,
+                    verdict_first: option_text_answers && opening == Opening::CellListing,
                 })
             });
         for (i, style) in (0..12).flat_map(|i| styles.clone().map(move |s| (i, s))) {
@@ -939,6 +1182,43 @@ mod tests {
             .collect()
     }
 
+    /// Chains that open with the scene description and answer in words (no other option).
+    const DESCRIBED_IN_WORDS: ChainStyle = ChainStyle {
+        opening: Opening::Description,
+        option_text_answers: true,
+        relation_reasons: false,
+        verdict_first: false,
+    };
+
+    /// Every interleaved and text-only chain of 40 scenes of `seed` (12 questions each), written
+    /// in the `plain` and the `styled` style with the same draws; `check` gets each pair's
+    /// trained turns (as many in both, which is asserted first).
+    fn for_each_chain_pair(
+        seed: u64,
+        plain: ChainStyle,
+        styled: ChainStyle,
+        mut check: impl FnMut(&crate::dataset::GeneratedScene, &Question, &[&str], &[&str]),
+    ) {
+        let cfg = WorldConfig {
+            seed,
+            questions_per_scene: 12,
+            ..Default::default()
+        };
+        for i in 0..40 {
+            let g = generate_scene(&cfg, i);
+            let (mut plain_rng, mut styled_rng) = (scene_rng(seed, i, 2), scene_rng(seed, i, 2));
+            for q in &g.questions {
+                for make in [interleaved_chain, text_chain] {
+                    let before = make(q, &g.scene, &g.frame, plain, &mut plain_rng);
+                    let after = make(q, &g.scene, &g.frame, styled, &mut styled_rng);
+                    let (before, after) = (turns(&before), turns(&after));
+                    assert_eq!(before.len(), after.len());
+                    check(&g, q, &before, &after);
+                }
+            }
+        }
+    }
+
     #[test]
     fn listing_thoughts_open_the_first_turn_and_answer_counts_from_the_listing() {
         let cfg = WorldConfig {
@@ -1004,10 +1284,7 @@ mod tests {
             questions_per_scene: 12,
             ..Default::default()
         };
-        let style = ChainStyle {
-            opening: Opening::Description,
-            option_text_answers: true,
-        };
+        let style = DESCRIBED_IN_WORDS;
         let (mut appearance, mut counts, mut option_lists) = (0, 0, 0);
         for i in 0..24 {
             let g = generate_scene(&cfg, i);
@@ -1101,6 +1378,228 @@ mod tests {
                 (g, value)
             })
             .collect()
+    }
+
+    #[test]
+    fn relation_reasons_work_the_verdict_out_from_the_description() {
+        let plain = DESCRIBED_IN_WORDS;
+        let reasoned = ChainStyle {
+            relation_reasons: true,
+            ..plain
+        };
+        // Reasoned chains by the relation that holds: left/right, above/below, depth.
+        let mut reasoned_by_axis = [0; 3];
+        for_each_chain_pair(9, plain, reasoned, |g, q, before, after| {
+            let description = scene_description(&g.scene, &g.frame);
+            let n = after.len() - 1;
+            assert_eq!(before[..n], after[..n]);
+            let Query::Relation { a, b, relation } = q.query else {
+                assert_eq!(before[n], after[n]);
+                return;
+            };
+            let last = after[n];
+            if last == before[n] {
+                return; // the description could not show it: the plain sentence
+            }
+            let name = |id: u16| g.scene.object(id).unwrap().name();
+            let (na, nb) = (name(a), name(b));
+            // The question's own phrase, then the verdict.
+            let tail = format!(" the {nb}: {}.", q.answer);
+            let asked = last
+                .split("The question asks if it is ")
+                .nth(1)
+                .and_then(|rest| rest.split(&tail).next())
+                .filter(|_| last.contains(&tail))
+                .unwrap_or_else(|| panic!("no verdict in {last}"));
+            assert!(
+                q.text.contains(&format!("the {na} {asked} the {nb}")),
+                "'{asked}' is not the phrase of {}",
+                q.text
+            );
+            let holds = if q.answer == "Yes" {
+                relation
+            } else {
+                opposite(relation)
+            };
+            let stated = format!("so the {na} is {} the {nb}.", relation_phrase(holds));
+            assert!(last.contains(&stated), "{last}");
+            // The evidence is the description's own.
+            let position = |name: &str| {
+                description
+                    .find(&format!("the {name}, in the "))
+                    .unwrap_or_else(|| panic!("{name} not in {description}"))
+            };
+            match holds {
+                Relation::LeftOf | Relation::RightOf => {
+                    let a_first = position(&na) < position(&nb);
+                    assert_eq!(a_first, holds == Relation::LeftOf, "{description}");
+                    let (first, second) = if a_first { (&na, &nb) } else { (&nb, &na) };
+                    assert!(last.contains(&format!("names the {first} (")), "{last}");
+                    assert!(last.contains(&format!(") before the {second} (")));
+                    reasoned_by_axis[0] += 1;
+                }
+                Relation::Above | Relation::Below => {
+                    let cell = |name: &str| {
+                        let rest = &description[position(name)..];
+                        let rest = &rest[rest.find(", in the ").unwrap() + 9..];
+                        rest[..rest.find(" cell").unwrap()].to_string()
+                    };
+                    let (ca, cb) = (cell(&na), cell(&nb));
+                    assert!(last.contains(&format!(
+                        "puts the {na} in the {ca} cell and the {nb} in the {cb} cell"
+                    )));
+                    let row = |c: &str| GRID_NAMES.iter().position(|r| r.contains(&c)).unwrap();
+                    if row(&ca) == row(&cb) {
+                        assert!(last.contains("both in the same row"), "{last}");
+                    } else {
+                        assert_eq!(row(&ca) < row(&cb), holds == Relation::Above);
+                    }
+                    reasoned_by_axis[1] += 1;
+                }
+                Relation::InFrontOf | Relation::Behind => {
+                    let metres = |name: &str| -> f32 {
+                        let rest = &last
+                            [last.find(&format!("the {name} about ")).unwrap() + name.len() + 11..];
+                        rest[..rest.find(" m").unwrap()].parse().unwrap()
+                    };
+                    let (da, db) = (metres(&na), metres(&nb));
+                    assert_eq!(da < db, holds == Relation::InFrontOf, "{last}");
+                    for d in [da, db] {
+                        assert!(description.contains(&format!("about {d:.1} m from")));
+                    }
+                    reasoned_by_axis[2] += 1;
+                }
+            }
+        });
+        assert!(
+            reasoned_by_axis.iter().all(|&n| n > 0),
+            "reasoned chains by axis: {reasoned_by_axis:?}"
+        );
+    }
+
+    #[test]
+    fn verdict_first_chains_answer_yes_no_questions_next_to_the_question() {
+        let plain = DESCRIBED_IN_WORDS;
+        let verdicts = ChainStyle {
+            verdict_first: true,
+            ..plain
+        };
+        let mut by_category: std::collections::BTreeMap<&str, usize> = Default::default();
+        for_each_chain_pair(11, plain, verdicts, |g, q, before, after| {
+            let opened = format!("<think> The question: {} ", q.text);
+            if q.kind != AnswerKind::YesNo || !after[0].starts_with(&opened) {
+                // Other questions, and yes/no ones the picture cannot show: unchanged.
+                assert_eq!(before, after, "{}", q.text);
+                return;
+            }
+            let verdict = format!(", so the answer is {}.", q.answer);
+            let first = &after[0][opened.len()..];
+            let evidence = &first[..first.find(&verdict).expect(first)];
+            let last = after.last().unwrap();
+            assert!(
+                last.contains(&format!("As I found, the answer is {}.", q.answer)),
+                "{last}"
+            );
+            assert!(
+                last.contains(&format!("\\boxed{{ {}}}", q.answer)),
+                "{last}"
+            );
+            let name = |id: u16| g.scene.object(id).unwrap().name();
+            let cell = |id: u16| grid_cell(&g.frame, g.frame.stats_of(id).unwrap().centroid);
+            let yes = q.answer == "Yes";
+            match q.query {
+                Query::Relation { a, b, relation } => {
+                    let holds = if yes { relation } else { opposite(relation) };
+                    if matches!(holds, Relation::InFrontOf | Relation::Behind) {
+                        let metres = |id: u16| {
+                            format!(
+                                "{:.1}",
+                                camera_distance(&g.scene, g.scene.object(id).unwrap())
+                            )
+                        };
+                        assert_eq!(
+                            evidence,
+                            format!(
+                                "The {} is about {} m from the camera and the {} about {} m",
+                                name(a),
+                                metres(a),
+                                name(b),
+                                metres(b)
+                            )
+                        );
+                        let nearer =
+                            metres(a).parse::<f32>().unwrap() < metres(b).parse::<f32>().unwrap();
+                        assert_eq!(nearer, holds == Relation::InFrontOf);
+                    } else {
+                        let cells = format!(
+                            "The {} is in the {} cell and the {} in the {} cell",
+                            name(a),
+                            cell(a),
+                            name(b),
+                            cell(b)
+                        );
+                        assert!(evidence.starts_with(&cells), "{evidence}");
+                        // Different cells show the relation; a shared column or row
+                        // says which way the first object lies.
+                        let [ca, cb] = [cell(a), cell(b)].map(|c| {
+                            let row = GRID_NAMES.iter().position(|r| r.contains(&c));
+                            let col = GRID_NAMES
+                                .iter()
+                                .find_map(|r| r.iter().position(|x| *x == c));
+                            (row.unwrap(), col.unwrap())
+                        });
+                        let (first_a, shared, how) = match holds {
+                            Relation::LeftOf => (true, ca.1 == cb.1, "further left"),
+                            Relation::RightOf => (false, ca.1 == cb.1, "further right"),
+                            Relation::Above => (true, ca.0 == cb.0, "higher"),
+                            _ => (false, ca.0 == cb.0, "lower"),
+                        };
+                        if shared {
+                            assert_eq!(
+                                &evidence[cells.len()..],
+                                format!(", the {} a little {how}", name(a))
+                            );
+                        } else {
+                            assert_eq!(evidence, cells);
+                            let (x, y) = match holds {
+                                Relation::LeftOf | Relation::RightOf => (ca.1, cb.1),
+                                _ => (ca.0, cb.0),
+                            };
+                            assert_eq!(x < y, first_a, "{evidence} for {}", q.text);
+                        }
+                    }
+                }
+                Query::Exists { color, kind } => {
+                    if yes {
+                        let named = evidence
+                            .strip_prefix("The ")
+                            .and_then(|e| e.split(" in the ").next())
+                            .unwrap();
+                        let o = g.scene.objects.iter().find(|o| o.name() == named).unwrap();
+                        assert!(matches(o, color, kind), "{evidence} for {}", q.text);
+                        assert!(evidence.ends_with(&format!("{} cell is one", cell(o.id))));
+                    } else {
+                        assert_eq!(evidence, "I find none in the picture");
+                    }
+                }
+                Query::Occluded { a } => {
+                    assert!(evidence.starts_with(&format!(
+                        "The {} in the {} cell is ",
+                        name(a),
+                        cell(a)
+                    )));
+                    assert_eq!(evidence.ends_with("fully visible"), !yes, "{evidence}");
+                }
+                _ => panic!("a yes/no question of another kind: {}", q.text),
+            }
+            *by_category.entry(q.category.name()).or_default() += 1;
+        });
+        for category in ["existence", "occlusion", "spatial_relation", "depth_order"] {
+            assert!(
+                by_category.get(category).is_some_and(|&n| n > 0),
+                "{by_category:?}"
+            );
+        }
     }
 
     #[test]

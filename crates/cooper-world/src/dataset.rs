@@ -51,6 +51,14 @@ pub struct WorldConfig {
     /// ([`crate::chains::ChainStyle::option_text_answers`]).
     #[serde(default)]
     pub option_text_answers: bool,
+    /// With `description_thoughts`, spatial-relation and depth-order chains reason from the
+    /// description to their verdict ([`crate::chains::ChainStyle::relation_reasons`]).
+    #[serde(default)]
+    pub relation_reasons: bool,
+    /// Yes/no chains open with the question, its objects as the picture shows them and the
+    /// verdict ([`crate::chains::ChainStyle::verdict_first`]).
+    #[serde(default)]
+    pub verdict_first: bool,
     /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
     /// [`crate::lookups`]); 0 writes neither.
     #[serde(default)]
@@ -68,6 +76,8 @@ impl Default for WorldConfig {
             listing_thoughts: false,
             description_thoughts: false,
             option_text_answers: false,
+            relation_reasons: false,
+            verdict_first: false,
             lookup_rows: 0,
         }
     }
@@ -85,9 +95,17 @@ impl WorldConfig {
                     .into(),
             )),
         };
+        if self.relation_reasons && opening != Opening::Description {
+            return Err(WorldError::Config(
+                "relation_reasons reads the scene description: it needs description_thoughts"
+                    .into(),
+            ));
+        }
         Ok(ChainStyle {
             opening,
             option_text_answers: self.option_text_answers,
+            relation_reasons: self.relation_reasons,
+            verdict_first: self.verdict_first,
         })
     }
 }

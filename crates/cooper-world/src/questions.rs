@@ -977,9 +977,17 @@ pub const GRID_NAMES: [[&str; 3]; 3] = [
 
 /// The 3 × 3 grid cell of an image position `(u, v)` in pixels.
 pub(crate) fn grid_cell(frame: &Frame, [u, v]: [f32; 2]) -> &'static str {
-    let col = ((3.0 * u / frame.width as f32) as usize).min(2);
-    let row = ((3.0 * v / frame.height as f32) as usize).min(2);
-    GRID_NAMES[row][col]
+    GRID_NAMES[grid_row(frame, v)][grid_col(frame, u)]
+}
+
+/// The 3 × 3 grid column (0 = left) of an image column `u` in pixels.
+pub(crate) fn grid_col(frame: &Frame, u: f32) -> usize {
+    ((3.0 * u / frame.width as f32) as usize).min(2)
+}
+
+/// The 3 × 3 grid row (0 = top) of an image row `v` in pixels.
+pub(crate) fn grid_row(frame: &Frame, v: f32) -> usize {
+    ((3.0 * v / frame.height as f32) as usize).min(2)
 }
 
 fn spatial_grid(c: &Ctx, rng: &mut ChaCha8Rng) -> Option<Draft> {

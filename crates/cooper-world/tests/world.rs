@@ -474,10 +474,19 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     // Both openings at once are refused before anything is written.
     let both = WorldConfig {
         listing_thoughts: true,
-        ..styled_cfg
+        ..styled_cfg.clone()
     };
     let out = tempfile::tempdir().unwrap();
     let err = write_dataset(&both, &out.path().join("w"), &|_| {}).unwrap_err();
     assert!(err.to_string().contains("description_thoughts"), "{err}");
+    assert!(!out.path().join("w").exists());
+    // Relation reasons read the description: without it they are refused the same way.
+    let unread = WorldConfig {
+        description_thoughts: false,
+        relation_reasons: true,
+        ..styled_cfg
+    };
+    let err = write_dataset(&unread, &out.path().join("w"), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("relation_reasons"), "{err}");
     assert!(!out.path().join("w").exists());
 }

@@ -101,10 +101,10 @@ pub fn run(args: AskArgs) -> Result<()> {
     let trace = reason(&engine, &image, &args.question, &params, &mut events)?;
     println!();
     match &trace.final_answer {
-        Some(a) => println!(
-            "answer: {}",
-            trace.boxed_answer.as_deref().unwrap_or(a.trim())
-        ),
+        Some(a) => {
+            let said = trace.boxed_answer.as_deref().unwrap_or(a.trim());
+            println!("answer: {}", answer_line(&args.question, said));
+        }
         None => println!("no answer within {} interactions", params.max_inter_num),
     }
     if let Some(dir) = &args.out {
@@ -113,4 +113,33 @@ pub fn run(args: AskArgs) -> Result<()> {
         println!("trace: {}", files.dir.display());
     }
     Ok(())
+}
+
+/// What `answer:` prints: the box as written (trimmed), or, when it holds an option's text (models trained
+/// with `cooper world --option-text-answers` answer in words), that option's letter and the text
+/// ("B (red)"), as the evaluation scores it.
+fn answer_line(question: &str, boxed: &str) -> String {
+    let label = cooper_infer::AnswerChoices::from_question(question)
+        .and_then(|c| c.label_of(boxed).map(str::to_string));
+    match label {
+        Some(label) if label != boxed.trim() => format!("{label} ({})", boxed.trim()),
+        _ => boxed.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_line;
+
+    #[test]
+    fn answers_in_words_are_named_by_their_option_letter() {
+        let q = "What colour is the cube?\nOptions:\nA. red\nB. cyan\nAnswer with the letter of the correct option.";
+        assert_eq!(answer_line(q, " cyan"), "B (cyan)");
+        assert_eq!(answer_line(q, "cyan"), "B (cyan)");
+        assert_eq!(answer_line(q, "B"), "B");
+        assert_eq!(answer_line(q, " blue"), "blue");
+        let yes_no = "Is the cube red?\nAnswer with Yes or No.";
+        assert_eq!(answer_line(yes_no, " No"), "No");
+        assert_eq!(answer_line("How far is it?", "2.5"), "2.5");
+    }
 }

@@ -55,6 +55,16 @@ pub struct WorldArgs {
     /// their first thought restates the options.
     #[arg(long)]
     pub option_text_answers: bool,
+    /// With --description-thoughts, spatial-relation and depth-order chains reason from the
+    /// description: both objects' places or distances, the relation that holds, then the
+    /// question's own phrase and the verdict.
+    #[arg(long, requires = "description_thoughts")]
+    pub relation_reasons: bool,
+    /// Yes/no chains (existence, occlusion, spatial relation, depth order) open their first
+    /// thought with the question word for word, where the picture puts its objects, and the
+    /// verdict, in place of the description or listing.
+    #[arg(long)]
+    pub verdict_first: bool,
     /// Also write this many text-only option lookups, two options each
     /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
     /// teaches a from-scratch LLM to find an option by its text.
@@ -80,6 +90,8 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         listing_thoughts: args.listing_thoughts,
         description_thoughts: args.description_thoughts,
         option_text_answers: args.option_text_answers,
+        relation_reasons: args.relation_reasons,
+        verdict_first: args.verdict_first,
         lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);
