@@ -3,6 +3,12 @@
 # tokenizer, the `default` preset, then ae -> amg (stage 1) -> sft (stage 2a) -> grpo (stage 2b),
 # and an evaluation on a held-out world (a seed never used in training).
 #
+# Without knobs it runs the fourth run's recipe (docs/results.md; what scripts/ablation.sh
+# ablates). The embedded default model is the twenty-first run's: MAX_DISTANCE=4 GROUNDED=1
+# VIT_COLOR=1 PERCEIVE=1 PERCEIVE_STEPS=0 PERCEIVE_MIX=8000 DESCRIPTION_THOUGHTS=1 TEXT_ANSWERS=1
+# REHEARSE_GEN=sft CONSTRAIN_ANSWERS=1 RELATION_REASONS=1 scripts/train-default.sh OUT (about 90
+# minutes of training on 2 cores by its stages' speeds, plus the evaluation).
+#
 # Usage: scripts/train-default.sh [OUT_DIR]      (default runs/default)
 # Knobs (environment): SCENES, EVAL_SCENES, MAX_DISTANCE, EVAL_LIMIT, AE_STEPS, AMG_STEPS,
 # SFT_STEPS, GRPO_STEPS (VIT_STEPS, GROUND_STEPS, VIT_COLOR with GROUNDED=1), and
