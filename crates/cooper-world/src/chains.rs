@@ -430,11 +430,13 @@ fn final_turn(
 ) -> String {
     let from_verdict = (style.verdict_first && verdict_first_thought(q, scene, frame).is_some())
         .then(|| format!("As I found, the answer is {}.", q.answer));
-    let from_relation = (style.relation_reasons && style.opening == Opening::Description)
-        .then(|| relation_from_description(q, scene, frame))
-        .flatten();
+    let from_relation = || {
+        (style.relation_reasons && style.opening == Opening::Description)
+            .then(|| relation_from_description(q, scene, frame))
+            .flatten()
+    };
     let mut reason = from_verdict
-        .or(from_relation)
+        .or_else(from_relation)
         .or_else(|| explain_from_opening(q, scene, frame, style.opening))
         .unwrap_or_else(|| explain(q, scene, frame, style.option_text_answers));
     if q.kind == AnswerKind::Mcq && !style.option_text_answers {

@@ -115,9 +115,9 @@ pub fn run(args: AskArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `answer:` prints: the box as written (trimmed), or, when it holds an option's text (models trained
-/// with `cooper world --option-text-answers` answer in words), that option's letter and the text
-/// ("B (red)"), as the evaluation scores it.
+/// What `answer:` prints: the box as written (trimmed), or, when it holds an option's text
+/// (models trained with `cooper world --option-text-answers` answer in words), that option's
+/// letter and the text ("B (red)"), as the evaluation scores it.
 fn answer_line(question: &str, boxed: &str) -> String {
     let label = cooper_infer::AnswerChoices::from_question(question)
         .and_then(|c| c.label_of(boxed).map(str::to_string));
