@@ -45,6 +45,9 @@
 # VERDICT_FIRST=1 (an experiment) opens yes/no chains (existence, occlusion, spatial relation,
 # depth order) with the question word for word, where the picture puts its objects, and the
 # verdict, in place of the description (`cooper world --verdict-first`).
+# TARGET_FIRST=1 (an experiment) makes existence and spatial-relation (and depth-order yes/no)
+# chains say what the question looks for, copied from it, right before their verdict ("The
+# question looks for a cyan object."; `cooper world --target-first`).
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the
@@ -96,6 +99,7 @@ DESCRIPTION_THOUGHTS=${DESCRIPTION_THOUGHTS:-0}
 TEXT_ANSWERS=${TEXT_ANSWERS:-0}
 RELATION_REASONS=${RELATION_REASONS:-0}
 VERDICT_FIRST=${VERDICT_FIRST:-0}
+TARGET_FIRST=${TARGET_FIRST:-0}
 RESTATE_STEPS=${RESTATE_STEPS:-300}
 SFT_TRAIN_VIT=${SFT_TRAIN_VIT:-0}
 REHEARSE_GEN=${REHEARSE_GEN:-0}
@@ -117,7 +121,7 @@ mkdir -p "$OUT"
 # GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`),
 # DESCRIPTION_THOUGHTS=1 ones with the scene description.
 WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false RELATION_FLAG=false
-VERDICT_FLAG=false
+VERDICT_FLAG=false TARGET_FLAG=false
 if [[ "$DESCRIPTION_THOUGHTS" == 1 ]]; then
   WORLD_FLAGS=(--description-thoughts) DESCRIPTION_FLAG=true
 elif [[ "$GROUNDED" == 1 ]]; then
@@ -126,6 +130,7 @@ fi
 [[ "$TEXT_ANSWERS" == 1 ]] && WORLD_FLAGS+=(--option-text-answers) TEXT_FLAG=true
 [[ "$RELATION_REASONS" == 1 ]] && WORLD_FLAGS+=(--relation-reasons) RELATION_FLAG=true
 [[ "$VERDICT_FIRST" == 1 ]] && WORLD_FLAGS+=(--verdict-first) VERDICT_FLAG=true
+[[ "$TARGET_FIRST" == 1 ]] && WORLD_FLAGS+=(--target-first) TARGET_FLAG=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
 # made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
@@ -143,6 +148,7 @@ world_ok() {
     has_setting listing_thoughts "$LISTING_THOUGHTS" &&
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     has_setting relation_reasons "$RELATION_FLAG" && has_setting verdict_first "$VERDICT_FLAG" &&
+    has_setting target_first "$TARGET_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
     { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; }

@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::questions::{
-    camera_distance, grid_cell, grid_col, grid_row, matches, min_pixels, object_distance,
-    AnswerKind, Category, Flag, Query, Question, Relation, Tool, GRID_NAMES,
+    camera_distance, describe, grid_cell, grid_col, grid_row, matches, min_pixels, object_distance,
+    with_article, AnswerKind, Category, Flag, Query, Question, Relation, Tool, GRID_NAMES,
 };
 use crate::render::Frame;
 use crate::scene::Scene;
@@ -108,6 +108,14 @@ pub struct ChainStyle {
     /// first run's verdicts, written after a description, named other objects and phrases than
     /// the question's: the small model copies well only from a few tokens back.
     pub verdict_first: bool,
+    /// Existence and spatial-relation (and depth-order yes/no) chains say what the question
+    /// looks for, copied from it, right before the final thought's verdict: "The question looks
+    /// for a cyan object." or "The question compares the red cube with the blue sphere."
+    /// ([`question_target`]). The twenty-first run's verdicts named objects the question did not
+    /// ask about, while its colour chains, whose final thought names the question's shape word,
+    /// copied that word from the question 106 times in 108: a copy of the target gives the
+    /// lookup in the description something a few tokens back to match.
+    pub target_first: bool,
 }
 
 impl ChainStyle {
@@ -430,6 +438,10 @@ fn final_turn(
 ) -> String {
     let from_verdict = (style.verdict_first && verdict_first_thought(q, scene, frame).is_some())
         .then(|| format!("As I found, the answer is {}.", q.answer));
+    // A verdict-first chain has the question in its first thought already.
+    let target = (style.target_first && from_verdict.is_none())
+        .then(|| question_target(q, scene))
+        .flatten();
     let from_relation = || {
         (style.relation_reasons && style.opening == Opening::Description)
             .then(|| relation_from_description(q, scene, frame))
@@ -439,6 +451,9 @@ fn final_turn(
         .or_else(from_relation)
         .or_else(|| explain_from_opening(q, scene, frame, style.opening))
         .unwrap_or_else(|| explain(q, scene, frame, style.option_text_answers));
+    if let Some(target) = target {
+        reason.insert_str(0, &format!("{target} "));
+    }
     if q.kind == AnswerKind::Mcq && !style.option_text_answers {
         // Naming the option right after the answer's words lets the answer turn copy the letter
         // from the model's own text, instead of matching the words against the options at once,
@@ -529,6 +544,24 @@ fn explain_from_opening(
         (_, 0) => format!("Nothing in the {noun} matches."),
         _ => format!("The {noun} names {named}, which matches."),
     })
+}
+
+/// What an existence or relation question asks about, in the question's words: "The question
+/// looks for a cyan object." or "The question compares the red cube with the blue sphere."
+/// `None` for other questions.
+fn question_target(q: &Question, scene: &Scene) -> Option<String> {
+    match q.query {
+        Query::Exists { color, kind } => Some(format!(
+            "The question looks for {}.",
+            with_article(&describe(color, kind, false))
+        )),
+        Query::Relation { a, b, .. } => Some(format!(
+            "The question compares the {} with the {}.",
+            scene.object(a)?.name(),
+            scene.object(b)?.name()
+        )),
+        _ => None,
+    }
 }
 
 /// The words a relation is stated in when it holds (the question may use a synonym).
@@ -1103,6 +1136,7 @@ mod tests {
                     option_text_answers,
                     relation_reasons: option_text_answers && opening == Opening::Description,
                     verdict_first: option_text_answers && opening == Opening::CellListing,
+                    target_first: !option_text_answers,
                 })
             });
         for (i, style) in (0..12).flat_map(|i| styles.clone().map(move |s| (i, s))) {
@@ -1190,6 +1224,7 @@ mod tests {
         option_text_answers: true,
         relation_reasons: false,
         verdict_first: false,
+        target_first: false,
     };
 
     /// Every interleaved and text-only chain of 40 scenes of `seed` (12 questions each), written
@@ -1477,6 +1512,67 @@ mod tests {
             reasoned_by_axis.iter().all(|&n| n > 0),
             "reasoned chains by axis: {reasoned_by_axis:?}"
         );
+    }
+
+    #[test]
+    fn target_first_chains_copy_what_the_question_looks_for_before_the_verdict() {
+        let plain = ChainStyle {
+            relation_reasons: true,
+            ..DESCRIBED_IN_WORDS
+        };
+        let targeted = ChainStyle {
+            target_first: true,
+            ..plain
+        };
+        let (mut existence, mut relation) = (0, 0);
+        for_each_chain_pair(13, plain, targeted, |g, q, before, after| {
+            let n = after.len() - 1;
+            assert_eq!(before[..n], after[..n]);
+            let target = match q.query {
+                Query::Exists { .. } => {
+                    let what = after[n]
+                        .split("The question looks for ")
+                        .nth(1)
+                        .and_then(|rest| rest.split('.').next())
+                        .unwrap_or_else(|| panic!("no target in {}", after[n]));
+                    // The question's own words, article included.
+                    let in_question = [' ', '?']
+                        .iter()
+                        .any(|end| q.text.contains(&format!(" {what}{end}")));
+                    assert!(in_question, "{what} / {}", q.text);
+                    existence += 1;
+                    format!("The question looks for {what}.")
+                }
+                Query::Relation { a, b, .. } => {
+                    let name = |id: u16| g.scene.object(id).unwrap().name();
+                    for id in [a, b] {
+                        assert!(q.text.contains(&format!("the {}", name(id))), "{}", q.text);
+                    }
+                    relation += 1;
+                    format!(
+                        "The question compares the {} with the {}.",
+                        name(a),
+                        name(b)
+                    )
+                }
+                _ => {
+                    assert_eq!(before[n], after[n]);
+                    return;
+                }
+            };
+            // The target sentence opens the verdict's reason; nothing else changes.
+            let at = after[n]
+                .find(&target)
+                .unwrap_or_else(|| panic!("{target} not in {}", after[n]));
+            let without = format!("{}{}", &after[n][..at], &after[n][at + target.len() + 1..]);
+            assert_eq!(without, before[n]);
+            let verdict = &after[n][at + target.len()..];
+            assert!(
+                verdict.contains(&format!("\\boxed{{ {}}}", q.answer)),
+                "{verdict}"
+            );
+        });
+        assert!(existence > 0 && relation > 0, "{existence} {relation}");
     }
 
     #[test]

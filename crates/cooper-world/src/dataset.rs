@@ -59,6 +59,10 @@ pub struct WorldConfig {
     /// verdict ([`crate::chains::ChainStyle::verdict_first`]).
     #[serde(default)]
     pub verdict_first: bool,
+    /// Existence and relation chains name what the question looks for before their verdict
+    /// ([`crate::chains::ChainStyle::target_first`]).
+    #[serde(default)]
+    pub target_first: bool,
     /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
     /// [`crate::lookups`]); 0 writes neither.
     #[serde(default)]
@@ -78,6 +82,7 @@ impl Default for WorldConfig {
             option_text_answers: false,
             relation_reasons: false,
             verdict_first: false,
+            target_first: false,
             lookup_rows: 0,
         }
     }
@@ -106,6 +111,7 @@ impl WorldConfig {
             option_text_answers: self.option_text_answers,
             relation_reasons: self.relation_reasons,
             verdict_first: self.verdict_first,
+            target_first: self.target_first,
         })
     }
 }

@@ -487,7 +487,8 @@ fn number(category: Category, text: String, metres: f32, unit: Unit, query: Quer
     }
 }
 
-fn describe(color: Option<ObjColor>, kind: Option<ShapeKind>, plural: bool) -> String {
+/// "cyan cone", "cones", "cyan object": how the questions (and chains) name what they look for.
+pub(crate) fn describe(color: Option<ObjColor>, kind: Option<ShapeKind>, plural: bool) -> String {
     let noun = match (kind, plural) {
         (Some(k), true) => k.plural(),
         (Some(k), false) => k.noun(),
@@ -498,6 +499,16 @@ fn describe(color: Option<ObjColor>, kind: Option<ShapeKind>, plural: bool) -> S
         Some(c) => format!("{} {noun}", c.name()),
         None => noun.to_string(),
     }
+}
+
+/// "a cyan cone", "an orange object".
+pub(crate) fn with_article(what: &str) -> String {
+    let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {what}")
 }
 
 pub(crate) fn matches(o: &Object, color: Option<ObjColor>, kind: Option<ShapeKind>) -> bool {
@@ -594,16 +605,11 @@ fn existence(c: &Ctx, rng: &mut ChaCha8Rng) -> Option<Draft> {
     } else {
         absent[rng.random_range(0..absent.len())]
     };
-    let what = describe(color, kind, false);
-    let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
+    let what = with_article(&describe(color, kind, false));
     let text = match rng.random_range(0..3) {
-        0 => format!("Is there {article} {what} in the image?"),
-        1 => format!("Does the scene contain {article} {what}?"),
-        _ => format!("Can you see {article} {what} in this picture?"),
+        0 => format!("Is there {what} in the image?"),
+        1 => format!("Does the scene contain {what}?"),
+        _ => format!("Can you see {what} in this picture?"),
     };
     Some(yes_no(
         Category::Existence,

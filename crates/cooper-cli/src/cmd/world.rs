@@ -65,6 +65,10 @@ pub struct WorldArgs {
     /// verdict, in place of the description or listing.
     #[arg(long)]
     pub verdict_first: bool,
+    /// Existence and spatial-relation (and depth-order yes/no) chains say what the question looks
+    /// for, in its words, right before their verdict ("The question looks for a cyan object.").
+    #[arg(long)]
+    pub target_first: bool,
     /// Also write this many text-only option lookups, two options each
     /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
     /// teaches a from-scratch LLM to find an option by its text.
@@ -92,6 +96,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         option_text_answers: args.option_text_answers,
         relation_reasons: args.relation_reasons,
         verdict_first: args.verdict_first,
+        target_first: args.target_first,
         lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);
