@@ -45,6 +45,12 @@
 # VERDICT_FIRST=1 (an experiment) opens yes/no chains (existence, occlusion, spatial relation,
 # depth order) with the question word for word, where the picture puts its objects, and the
 # verdict, in place of the description (`cooper world --verdict-first`).
+# DESCRIPTION_LOOKUPS=1 (with DESCRIPTION_THOUGHTS=1; an experiment) teaches the reading of an
+# answer off the description alone, right before SFT: DESCRIPTION_LOOKUP_STEPS (300) on text-only
+# rows that give a question and its chain's description and learn the rest of the thought
+# (`sft_description_lookups.jsonl`); SFT keeps the first DESCRIPTION_LOOKUP_MIX (2000) among its rows.
+# In the twenty-fourth run the verdicts then followed the descriptions, but the descriptions named
+# the question's objects and one template ended most chains (32.4 % on 500; docs/results.md).
 # TARGET_FIRST=1 (an experiment) makes existence and spatial-relation (and depth-order yes/no)
 # chains say what the question looks for, copied from it, right before their verdict ("The
 # question looks for a cyan object."; `cooper world --target-first`).
@@ -100,6 +106,9 @@ TEXT_ANSWERS=${TEXT_ANSWERS:-0}
 RELATION_REASONS=${RELATION_REASONS:-0}
 VERDICT_FIRST=${VERDICT_FIRST:-0}
 TARGET_FIRST=${TARGET_FIRST:-0}
+DESCRIPTION_LOOKUPS=${DESCRIPTION_LOOKUPS:-0}
+DESCRIPTION_LOOKUP_STEPS=${DESCRIPTION_LOOKUP_STEPS:-300}
+DESCRIPTION_LOOKUP_MIX=${DESCRIPTION_LOOKUP_MIX:-2000}
 RESTATE_STEPS=${RESTATE_STEPS:-300}
 SFT_TRAIN_VIT=${SFT_TRAIN_VIT:-0}
 REHEARSE_GEN=${REHEARSE_GEN:-0}
@@ -109,6 +118,10 @@ if [[ "$PERCEIVE" == 1 && "$GROUNDED" != 1 ]]; then
 fi
 if [[ "$RELATION_REASONS" == 1 && "$DESCRIPTION_THOUGHTS" != 1 ]]; then
   echo "RELATION_REASONS=1 needs DESCRIPTION_THOUGHTS=1 (it reasons from the description)" >&2
+  exit 2
+fi
+if [[ "$DESCRIPTION_LOOKUPS" == 1 && ( "$DESCRIPTION_THOUGHTS" != 1 || "$VERDICT_FIRST" == 1 ) ]]; then
+  echo "DESCRIPTION_LOOKUPS=1 needs DESCRIPTION_THOUGHTS=1 without VERDICT_FIRST=1 (chains read off the description)" >&2
   exit 2
 fi
 if [[ "$SFT_TRAIN_VIT" == 1 && "$GROUNDED" != 1 ]]; then
@@ -151,7 +164,8 @@ world_ok() {
     has_setting target_first "$TARGET_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
-    { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; }
+    { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; } &&
+    { [[ "$DESCRIPTION_LOOKUPS" != 1 ]] || [[ -f "$OUT/world/sft_description_lookups.jsonl" ]]; }
 }
 world_ok || "$BIN" world --seed 1 --scenes "$SCENES" --chains "$CHAINS" "${WORLD_FLAGS[@]}" \
   --max-distance "$MAX_DISTANCE" --out "$OUT/world" > /dev/null
@@ -234,6 +248,16 @@ if [[ "$TEXT_ANSWERS" == 1 ]] && (( RESTATE_STEPS > 0 )); then
   stage restate sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
     --data "$W/sft_restate.jsonl" "${REHEARSAL[@]}" --steps "$RESTATE_STEPS" "${SFT_SET[@]}"
   SFT_FROM="$OUT/restate/model" SFT_DATA+=("$W/sft_restate.jsonl")
+fi
+# DESCRIPTION_LOOKUPS=1: reading answers off the description, on text rows, right before SFT.
+if [[ "$DESCRIPTION_LOOKUPS" == 1 ]]; then
+  if (( DESCRIPTION_LOOKUP_STEPS > 0 )); then
+    stage read sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
+      --data "$W/sft_description_lookups.jsonl" "${REHEARSAL[@]}" --steps "$DESCRIPTION_LOOKUP_STEPS" "${SFT_SET[@]}"
+    SFT_FROM="$OUT/read/model"
+  fi
+  first_rows "$DESCRIPTION_LOOKUP_MIX" "$W/sft_description_lookups.jsonl" "$W/sft_description_lookups_mix.jsonl"
+  SFT_DATA+=("$W/sft_description_lookups_mix.jsonl")
 fi
 MAIN_SFT_SET=("${SFT_SET[@]}")
 [[ "$SFT_TRAIN_VIT" == 1 ]] && MAIN_SFT_SET+=(--set freeze.vit=false)

@@ -99,15 +99,24 @@ impl SequenceBuilder {
 
     /// A text turn `[bos] ids [eos]`; with `loss`, CE predicts `ids, eos`.
     pub fn text(&mut self, ids: &[u32], loss: bool) {
+        self.text_learnt_from(ids, loss.then_some(0));
+    }
+
+    /// A text turn `[bos] ids [eos]` whose tokens from `learnt_from` on (and `eos`) are learnt:
+    /// CE predicts `ids[from..], eos`; `None` learns nothing. `Some(0)` is [`Self::text`] with loss.
+    pub fn text_learnt_from(&mut self, ids: &[u32], learnt_from: Option<usize>) {
         let start = self.len as u32;
         self.push_text_token(self.special.bos, self.rope);
         for (i, &id) in ids.iter().enumerate() {
             self.push_text_token(id, self.rope + 1 + i as u32);
         }
         self.push_text_token(self.special.eos, self.rope + 1 + ids.len() as u32);
-        if loss {
-            self.ce_idx.extend(start..start + ids.len() as u32 + 1);
-            self.labels.extend(ids);
+        if let Some(from) = learnt_from {
+            // Position p predicts token p + 1: the bos (and the context) predict nothing.
+            let from = from.min(ids.len());
+            self.ce_idx
+                .extend(start + from as u32..start + ids.len() as u32 + 1);
+            self.labels.extend(&ids[from..]);
             self.labels.push(self.special.eos);
         }
         self.rope += ids.len() as u32 + 2;
@@ -243,5 +252,43 @@ impl SequenceBuilder {
             packed_label_ids: opt(&self.labels)?,
             mse_loss_indexes: opt(&self.mse_idx)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::Preset;
+
+    #[test]
+    fn a_turn_learnt_from_an_offset_predicts_only_its_tail() -> Result<()> {
+        let special = SpecialTokens {
+            bos: 1,
+            eos: 2,
+            start_of_image: 3,
+            end_of_image: 4,
+        };
+        let config = Preset::Tiny.config();
+        let labels_and_positions = |learnt_from| -> Result<(Vec<u32>, Vec<u32>)> {
+            let mut b = SequenceBuilder::new(&config, special);
+            b.text(&[20, 21], false);
+            b.text_learnt_from(&[30, 31, 32, 33], learnt_from);
+            let batch = b.finish(None, &Device::Cpu)?;
+            let get = |t: Option<Tensor>| -> Result<Vec<u32>> {
+                t.map_or(Ok(Vec::new()), |t| t.to_vec1::<u32>())
+            };
+            Ok((get(batch.packed_label_ids)?, get(batch.ce_loss_indexes)?))
+        };
+        // The second turn is [bos]=4 30 31 32 33 [eos]=9: position p predicts the token at p + 1.
+        assert_eq!(
+            labels_and_positions(Some(0))?,
+            (vec![30, 31, 32, 33, 2], vec![4, 5, 6, 7, 8])
+        );
+        assert_eq!(
+            labels_and_positions(Some(2))?,
+            (vec![32, 33, 2], vec![6, 7, 8])
+        );
+        assert_eq!(labels_and_positions(None)?, (vec![], vec![]));
+        Ok(())
     }
 }

@@ -35,8 +35,13 @@ pub enum GenerationTarget {
 /// One part of a chain.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChainPart {
-    /// A text turn, tokenised.
-    Text { ids: Vec<u32>, loss: bool },
+    /// A text turn, tokenised. With `loss`, the first `context` ids are given (no loss) and the
+    /// rest learnt; `context` is 0 for a turn learnt whole.
+    Text {
+        ids: Vec<u32>,
+        loss: bool,
+        context: usize,
+    },
     /// A picture: encoded bytes, its VAE-resized size, and which encoders see it.
     Image {
         bytes: Vec<u8>,
@@ -229,15 +234,30 @@ impl SampleReader<'_> {
                 parts.push(ChainPart::Text {
                     ids: ids.clone(),
                     loss: false,
+                    context: 0,
                 });
             }
             let mut images = 0;
             for item in items {
                 match item {
-                    SftItem::Text { value, need_loss } => parts.push(ChainPart::Text {
-                        ids: (self.encode)(&value)?,
-                        loss: need_loss,
-                    }),
+                    SftItem::Text {
+                        value,
+                        need_loss,
+                        loss_start,
+                    } => {
+                        // Context and learnt part are tokenised apart, so that the loss starts on
+                        // a token boundary; the world splits before a space, where the byte-level
+                        // pre-tokenizer splits the whole text too.
+                        let (given, learnt) = value.split_at(loss_start);
+                        let mut ids = (self.encode)(given)?;
+                        let context = ids.len();
+                        ids.extend((self.encode)(learnt)?);
+                        parts.push(ChainPart::Text {
+                            ids,
+                            loss: need_loss,
+                            context,
+                        })
+                    }
                     SftItem::Image { bytes, .. } => {
                         let what =
                             format!("{} row {} image {}", file.display(), row + 1, images + 1);

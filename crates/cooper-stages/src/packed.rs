@@ -194,7 +194,9 @@ impl<'a> PackedTrainer<'a> {
                 Sample::Chain { parts } => {
                     for (k, part) in parts.iter().enumerate() {
                         match part {
-                            ChainPart::Text { ids, loss } => builder.text(ids, *loss),
+                            ChainPart::Text { ids, loss, context } => {
+                                builder.text_learnt_from(ids, loss.then_some(*context))
+                            }
                             ChainPart::Image {
                                 bytes,
                                 size,

@@ -6,7 +6,10 @@
 //! * SFT rows: only `interleaved_reason` is read, a list of `{"type": "text", "value": …,
 //!   "need_loss": "true" | "false"}` or `{"type": <image kind>, "value": <base64, optionally
 //!   with a `data:…;base64,` prefix>}`. Cross-entropy covers exactly the text items whose
-//!   `need_loss` is the string `"true"`.
+//!   `need_loss` is the string `"true"`. A project extension, absent from official rows: a
+//!   learnt text item may carry `"loss_start": N`, and then its first N characters are context
+//!   the turn is given, not learnt (a thought whose opening the row supplies, see
+//!   docs/data-formats.md).
 //!
 //! Malformed lines are errors naming the file and line. The RL rows are shuffled with a seeded
 //! ChaCha RNG (seed 42 by default, like the official loader; the permutation differs from
@@ -47,6 +50,9 @@ pub enum SftItem {
         value: String,
         /// Cross-entropy on this turn (and its closing `<|im_end|>`).
         need_loss: bool,
+        /// Byte index in `value` where the learnt part of a `need_loss` turn starts (0: all of
+        /// it); the text before it is context, in the same turn.
+        loss_start: usize,
     },
     /// An image (input or a depth / segmentation result), decoded from base64.
     Image {
@@ -147,6 +153,28 @@ pub fn decode_base64_image(value: &str) -> std::result::Result<Vec<u8>, String> 
         .map_err(|e| format!("bad base64 image: {e}"))
 }
 
+/// The byte index of a text item's `loss_start` (counted in characters in the file); 0 without
+/// one.
+fn loss_start(item: &Value, value: &str, need_loss: bool) -> std::result::Result<usize, String> {
+    let Some(raw) = item.get("loss_start") else {
+        return Ok(0);
+    };
+    let chars = raw
+        .as_u64()
+        .ok_or_else(|| format!("`loss_start` is {raw}, not a character count"))?;
+    if !need_loss {
+        return Err("`loss_start` on a turn whose `need_loss` is not \"true\"".into());
+    }
+    let chars = usize::try_from(chars).map_err(|_| format!("`loss_start` {chars} is too large"))?;
+    match value.char_indices().nth(chars) {
+        Some((byte, _)) => Ok(byte),
+        None => Err(format!(
+            "`loss_start` {chars} leaves nothing to learn in a text of {} characters",
+            value.chars().count()
+        )),
+    }
+}
+
 /// Reads the SFT chains, one `Vec<SftItem>` per line.
 pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<SftItem>>> {
     read_lines(path)?
@@ -171,9 +199,12 @@ pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<SftItem>>> {
                     if kind == "text" {
                         let need_loss =
                             item.get("need_loss").and_then(Value::as_str) == Some("true");
+                        let loss_start = loss_start(item, value, need_loss)
+                            .map_err(|e| line_err(path, line, format!("item {k}: {e}")))?;
                         Ok(SftItem::Text {
                             value: value.to_string(),
                             need_loss,
+                            loss_start,
                         })
                     } else {
                         let bytes = decode_base64_image(value)
@@ -266,11 +297,13 @@ mod tests {
                 },
                 SftItem::Text {
                     value: "Q?".into(),
-                    need_loss: false
+                    need_loss: false,
+                    loss_start: 0
                 },
                 SftItem::Text {
                     value: "<think>a</think><answer>b</answer>".into(),
-                    need_loss: true
+                    need_loss: true,
+                    loss_start: 0
                 },
                 SftItem::Image {
                     kind: "depth".into(),
@@ -286,5 +319,54 @@ mod tests {
         assert!(read_sft_jsonl(&path).is_err());
         std::fs::write(&path, "{not json").unwrap();
         assert!(read_sft_jsonl(&path).is_err());
+    }
+
+    #[test]
+    fn loss_start_counts_characters_and_must_leave_something_to_learn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sft.jsonl");
+        let row = |item: &str| {
+            format!(
+                r#"{{"interleaved_reason": [{{"type": "text", "value": "Q", "need_loss": "false"}}, {item}]}}"#
+            )
+        };
+        // "é" is two bytes: 3 characters in is byte 4.
+        std::fs::write(
+            &path,
+            row(r#"{"type": "text", "value": "<é> rest", "need_loss": "true", "loss_start": 3}"#),
+        )
+        .unwrap();
+        let chains = read_sft_jsonl(&path).unwrap();
+        let SftItem::Text {
+            value, loss_start, ..
+        } = &chains[0][1]
+        else {
+            panic!("not text: {:?}", chains[0][1]);
+        };
+        assert_eq!(
+            (&value[..*loss_start], &value[*loss_start..]),
+            ("<é>", " rest")
+        );
+        for (item, says) in [
+            (
+                r#"{"type": "text", "value": "abc", "need_loss": "true", "loss_start": 3}"#,
+                "leaves nothing to learn",
+            ),
+            (
+                r#"{"type": "text", "value": "abc", "need_loss": "false", "loss_start": 1}"#,
+                "need_loss",
+            ),
+            (
+                r#"{"type": "text", "value": "abc", "need_loss": "true", "loss_start": -1}"#,
+                "not a character count",
+            ),
+        ] {
+            std::fs::write(&path, row(item)).unwrap();
+            let err = read_sft_jsonl(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("line 1") && err.contains("item 1") && err.contains(says),
+                "{err}"
+            );
+        }
     }
 }

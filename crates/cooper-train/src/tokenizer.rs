@@ -251,6 +251,15 @@ mod tests {
             let ids = tok.encode(*text, false).unwrap().get_ids().to_vec();
             assert_eq!(tok.decode(&ids, false).unwrap(), *text);
         }
+        // A turn's given part and learnt part (`loss_start`) are tokenised apart; split before a
+        // space, the two encodings join into the whole text's.
+        let ids = |t: &str| tok.encode(t, false).unwrap().get_ids().to_vec();
+        let whole = "<think> I can see the sofa, about 2.1 m away. The sofa is closer. </think>";
+        let split = whole.find(" The").unwrap();
+        assert_eq!(
+            [ids(&whole[..split]), ids(&whole[split..])].concat(),
+            ids(whole)
+        );
         // Special tokens are single ids inside text.
         let text = format!("{IM_START}hi{IM_END}{VISION_START}{VISION_END}{ENDOFTEXT}");
         let ids = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();

@@ -812,17 +812,7 @@ pub fn interleaved_chain(
         }
     };
     if tools.is_empty() {
-        let lead = if q.flag == Flag::Negative {
-            pick(
-                rng,
-                &[
-                    "This is about appearance, which I can read directly from the image; depth or segmentation would not add anything. ",
-                    "Neither a depth map nor a segmentation map tells me about colour or form, so I will answer from the image itself. ",
-                ],
-            )
-        } else {
-            "The image alone is clear enough here, so I will answer without extra tools. "
-        };
+        let lead = tool_free_lead(q, rng);
         return tool_free_chain(q, scene, frame, &format!("{look}{lead}"), style, rng);
     }
     let rel = frame.relative_depth();
@@ -871,6 +861,63 @@ pub fn interleaved_chain(
         uses_tools: true,
         items,
     }
+}
+
+/// Why an interleaved chain answers without a tool: appearance for the questions that never call
+/// one, a clear picture otherwise.
+fn tool_free_lead(q: &Question, rng: &mut ChaCha8Rng) -> &'static str {
+    if q.flag == Flag::Negative {
+        pick(
+            rng,
+            &[
+                "This is about appearance, which I can read directly from the image; depth or segmentation would not add anything. ",
+                "Neither a depth map nor a segmentation map tells me about colour or form, so I will answer from the image itself. ",
+            ],
+        )
+    } else {
+        "The image alone is clear enough here, so I will answer without extra tools. "
+    }
+}
+
+/// A description lookup: the question with no picture, and the thinking turn a tool-free
+/// interleaved chain of `style` writes for it, whose opening (the scene's description, after the
+/// restated options when there are some) is given and whose reading of the answer off it is
+/// learnt. Returns the chain and the number of characters given: the learnt part starts at the
+/// space after the opening. `None` unless the chains open with the description and `q`'s answer is
+/// read off it (existence, counts, colour and shape; spatial relation and depth order with
+/// [`ChainStyle::relation_reasons`]), and with [`ChainStyle::verdict_first`], whose yes/no chains
+/// open without the description.
+///
+/// A chain's verdict is read off the description it wrote itself, so it can be no better than
+/// that reading; the embedded model's existence verdicts ignored whether its own description
+/// named the question's object (docs/results.md, twenty-fourth run). Chains teach that reading
+/// once per chain, after a description they learn at the same time; these rows, a tenth of a
+/// chain's cost, teach it alone, as the restatement rows taught the options' copy.
+pub fn description_lookup(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    style: ChainStyle,
+    rng: &mut ChaCha8Rng,
+) -> Option<(Chain, usize)> {
+    if style.opening != Opening::Description || style.verdict_first {
+        return None;
+    }
+    let read_off = explain_from_opening(q, scene, frame, style.opening).is_some()
+        || (style.relation_reasons && relation_from_description(q, scene, frame).is_some());
+    if !read_off {
+        return None;
+    }
+    let look = opening_thought(q, scene, frame, style);
+    let lead = tool_free_lead(q, rng);
+    let thought = final_turn(q, scene, frame, &format!("{look}{lead}"), style, rng);
+    let given = format!("<think> {}", look.trim_end()).chars().count();
+    let chain = Chain {
+        question_id: format!("{}-lookup", q.id),
+        uses_tools: false,
+        items: vec![text(q.prompt(), false), text(thought, true)],
+    };
+    Some((chain, given))
 }
 
 /// The opening of a chain's first thinking turn, followed by a space (nothing for
@@ -1573,6 +1620,79 @@ mod tests {
             );
         });
         assert!(existence > 0 && relation > 0, "{existence} {relation}");
+    }
+
+    #[test]
+    fn description_lookups_give_the_description_and_learn_the_reading_off_it() {
+        let style = ChainStyle {
+            relation_reasons: true,
+            ..DESCRIBED_IN_WORDS
+        };
+        let cfg = WorldConfig {
+            seed: 17,
+            questions_per_scene: 12,
+            ..Default::default()
+        };
+        let mut read = std::collections::BTreeMap::<&str, usize>::new();
+        for i in 0..30 {
+            let g = generate_scene(&cfg, i);
+            let mut rng = scene_rng(17, i, 3);
+            for q in &g.questions {
+                let reason = explain_from_opening(q, &g.scene, &g.frame, Opening::Description)
+                    .or_else(|| relation_from_description(q, &g.scene, &g.frame));
+                let lookup = description_lookup(q, &g.scene, &g.frame, style, &mut rng);
+                let (Some(reason), Some((chain, given))) = (reason, lookup.clone()) else {
+                    assert!(lookup.is_none(), "a lookup for {}", q.text);
+                    continue;
+                };
+                *read.entry(q.category.name()).or_default() += 1;
+                // No picture: the prompt, then one learnt thought.
+                let [ChainItem::Text {
+                    value: prompt,
+                    need_loss: false,
+                }, ChainItem::Text {
+                    value: thought,
+                    need_loss: true,
+                }] = chain.items.as_slice()
+                else {
+                    panic!("{:?}", chain.items);
+                };
+                assert_eq!(*prompt, q.prompt());
+                let split = thought.char_indices().nth(given).unwrap().0;
+                let (opening, learnt) = thought.split_at(split);
+                let look = opening_thought(q, &g.scene, &g.frame, style);
+                assert_eq!(opening, format!("<think> {}", look.trim_end()));
+                assert!(opening.contains(&scene_description(&g.scene, &g.frame)));
+                assert!(
+                    learnt.starts_with(' ') && learnt.contains(&reason),
+                    "{learnt}"
+                );
+                assert!(learnt.ends_with(&format!("{}. </answer>", style.boxed_answer(q))));
+            }
+        }
+        for category in [
+            "existence",
+            "counting",
+            "color",
+            "shape",
+            "spatial_relation",
+        ] {
+            assert!(read.get(category).copied().unwrap_or(0) > 0, "{read:?}");
+        }
+        // Chains that do not open with the description, or whose yes/no ones open with the
+        // verdict, have no description to read.
+        let g = generate_scene(&cfg, 0);
+        let q = &g.questions[0];
+        let mut rng = scene_rng(17, 0, 3);
+        for other in [
+            ChainStyle::default(),
+            ChainStyle {
+                verdict_first: true,
+                ..style
+            },
+        ] {
+            assert!(description_lookup(q, &g.scene, &g.frame, other, &mut rng).is_none());
+        }
     }
 
     #[test]

@@ -12,13 +12,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::chains::{
-    cells_chain, description_chain, interleaved_chain, text_chain, ChainStyle, Opening,
+    cells_chain, description_chain, description_lookup, interleaved_chain, text_chain, ChainStyle,
+    Opening,
 };
 use crate::error::{Result, WorldError};
 use crate::formats::{
-    cells_row, depth_to_u16, description_row, png_rgb, png_u16, restatement_row, rl_row, sft_row,
-    tsv_header, tsv_row, write_atomic, AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow,
-    Stage1SegRow, WORLD_DEPTH_SCALE,
+    cells_row, depth_to_u16, description_lookup_row, description_row, png_rgb, png_u16,
+    restatement_row, rl_row, sft_row, tsv_header, tsv_row, write_atomic, AtomicFile, ChainImages,
+    RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
 };
 use crate::lookups::{write_lookups, OptionCount};
 use crate::palette::SemanticClass;
@@ -176,6 +177,10 @@ pub struct DatasetSummary {
     /// with `WorldConfig::option_text_answers`).
     #[serde(default)]
     pub sft_restate: u64,
+    /// Description lookups (`sft_description_lookups.jsonl`, one per question whose answer the
+    /// chains read off the description; written only with `WorldConfig::description_thoughts`).
+    #[serde(default)]
+    pub sft_description_lookups: u64,
 }
 
 /// Everything one scene contributes to the index files, prepared in parallel.
@@ -190,6 +195,7 @@ struct SceneOutput {
     sft_text: Vec<SftRow>,
     sft_describe: SftRow,
     sft_cells: SftRow,
+    sft_lookups: Vec<SftRow>,
     tsv_image: String,
 }
 
@@ -228,6 +234,16 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         let t = text_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
         sft_text.push(sft_row(&t, q, &images));
     }
+    // Their own stream, so that writing them changes no other row.
+    let mut lookup_rng = scene_rng(config.seed, index, 3);
+    let sft_lookups = g
+        .questions
+        .iter()
+        .filter_map(|q| {
+            let (chain, given) = description_lookup(q, &g.scene, &g.frame, style, &mut lookup_rng)?;
+            Some(description_lookup_row(&chain, given, q))
+        })
+        .collect();
     let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
     let sft_cells = cells_row(&cells_chain(&id, &g.scene, &g.frame), &images);
     Ok(SceneOutput {
@@ -256,6 +272,7 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         sft_text,
         sft_describe,
         sft_cells,
+        sft_lookups,
         tsv_image: images.input,
         scene: g.scene,
     })
@@ -302,6 +319,11 @@ pub fn write_dataset(
     let mut sft_restate_f = config
         .option_text_answers
         .then(|| AtomicFile::create(&out.join("sft_restate.jsonl")))
+        .transpose()?;
+    // Chains that read their answers off the description: these rows teach that reading alone.
+    let style = config.chain_style()?;
+    let mut sft_lookups_f = (style.opening == Opening::Description && !style.verdict_first)
+        .then(|| AtomicFile::create(&out.join("sft_description_lookups.jsonl")))
         .transpose()?;
     let tsv_path = out.join("eval.tsv");
     let mut tsv_f = AtomicFile::create(&tsv_path)?;
@@ -363,6 +385,12 @@ pub fn write_dataset(
             }
             sft_describe_f.write_json_line(&o.sft_describe)?;
             sft_cells_f.write_json_line(&o.sft_cells)?;
+            if let Some(f) = sft_lookups_f.as_mut() {
+                for r in &o.sft_lookups {
+                    f.write_json_line(r)?;
+                }
+                summary.sft_description_lookups += o.sft_lookups.len() as u64;
+            }
             summary.scenes += 1;
             summary.objects += o.objects;
             summary.questions += o.questions.len() as u64;
@@ -387,7 +415,7 @@ pub fn write_dataset(
     ] {
         f.commit()?;
     }
-    if let Some(f) = sft_restate_f {
+    for f in [sft_restate_f, sft_lookups_f].into_iter().flatten() {
         f.commit()?;
     }
     if config.lookup_rows > 0 {

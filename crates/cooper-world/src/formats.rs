@@ -162,6 +162,10 @@ pub struct SftEntry {
     pub value: String,
     /// `"true"` or `"false"` (strings, as the official reader compares them).
     pub need_loss: String,
+    /// A project extension on learnt text: the first this many characters of `value` are given,
+    /// not learnt (`cooper_train::data`); absent in official rows and in most of ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_start: Option<usize>,
 }
 
 impl SftEntry {
@@ -171,6 +175,7 @@ impl SftEntry {
             kind: "text".into(),
             value: value.into(),
             need_loss: need_loss.to_string(),
+            loss_start: None,
         }
     }
 }
@@ -231,6 +236,26 @@ pub fn cells_row(chain: &Chain, images: &ChainImages) -> SftRow {
     chain_row(chain, "cells", Flag::Negative.name(), images)
 }
 
+/// A text-only description lookup row (category `lookup`, the question's flag) from
+/// [`crate::chains::description_lookup`]: the prompt, then the thinking turn, learnt from
+/// `given` characters on.
+pub fn description_lookup_row(chain: &Chain, given: usize, q: &Question) -> SftRow {
+    let mut row = chain_row(
+        chain,
+        "lookup",
+        q.flag.name(),
+        &ChainImages {
+            input: String::new(),
+            depth: String::new(),
+            segmentation: String::new(),
+        },
+    );
+    if let Some(thought) = row.interleaved_reason.last_mut() {
+        thought.loss_start = Some(given);
+    }
+    row
+}
+
 /// A text-only row that restates a multiple-choice question's options (category `restate`, flag
 /// `negative`): the prompt, then a thinking turn holding [`crate::chains::restatement`]. The copy
 /// a chain answering in words opens with, on its own: learnt in a few hundred steps from short rows
@@ -264,6 +289,7 @@ fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImage
                         ChainImage::Segmentation => images.segmentation.clone(),
                     },
                     need_loss: false.to_string(),
+                    loss_start: None,
                 },
             })
             .collect(),

@@ -412,6 +412,30 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     let (a, mut b) = (read_all(plain.path()), read_all(styled.path()));
     // Answering in words adds the option restatements, one row per multiple-choice question.
     let restated = b.remove("sft_restate.jsonl").expect("sft_restate.jsonl");
+    // Opening with the description adds its lookups: text only, each thought learnt after the
+    // description it is given.
+    let lookups = b
+        .remove("sft_description_lookups.jsonl")
+        .expect("sft_description_lookups.jsonl");
+    let lookups: Vec<serde_json::Value> = String::from_utf8(lookups)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lookups.is_empty());
+    for row in &lookups {
+        let items = row["interleaved_reason"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{row}");
+        assert!(items.iter().all(|i| i["type"] == "text"));
+        let given = items[1]["loss_start"].as_u64().unwrap() as usize;
+        let thought = items[1]["value"].as_str().unwrap();
+        assert!(thought
+            .chars()
+            .take(given)
+            .collect::<String>()
+            .contains("I can see"));
+        assert!(items[0].get("loss_start").is_none());
+    }
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
     assert_eq!(

@@ -110,7 +110,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings, {} lookups a file, {} option restatements) to {} in {:.1} s: {:.1} scenes/s",
+        "wrote {} scenes ({} objects, {} questions, {} + {} SFT chains, {} descriptions, {} cell listings, {} lookups a file, {} option restatements, {} description lookups) to {} in {:.1} s: {:.1} scenes/s",
         summary.scenes,
         summary.objects,
         summary.questions,
@@ -120,6 +120,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         summary.sft_cells,
         summary.sft_lookup,
         summary.sft_restate,
+        summary.sft_description_lookups,
         args.out.display(),
         secs,
         summary.scenes as f64 / secs.max(1e-9)
