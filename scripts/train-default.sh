@@ -6,8 +6,8 @@
 # Without knobs it runs the fourth run's recipe (docs/results.md; what scripts/ablation.sh
 # ablates). The embedded default model is the twenty-first run's: MAX_DISTANCE=4 GROUNDED=1
 # VIT_COLOR=1 PERCEIVE=1 PERCEIVE_STEPS=0 PERCEIVE_MIX=8000 DESCRIPTION_THOUGHTS=1 TEXT_ANSWERS=1
-# REHEARSE_GEN=sft CONSTRAIN_ANSWERS=1 RELATION_REASONS=1 scripts/train-default.sh OUT (98
-# minutes of training on 2 cores in one timed run, plus the evaluation). With GROUND_STEPS=300
+# REHEARSE_GEN=sft CONSTRAIN_ANSWERS=1 RELATION_REASONS=1 scripts/train-default.sh OUT (about
+# 100 minutes of training on 2 cores in one timed run, plus the evaluation). With GROUND_STEPS=300
 # SFT_STEPS=1100 it would take about 80 minutes, but that model answered at chance (the
 # twenty-fifth run, docs/results.md).
 #
