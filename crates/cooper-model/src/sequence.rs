@@ -279,7 +279,7 @@ mod tests {
             };
             Ok((get(batch.packed_label_ids)?, get(batch.ce_loss_indexes)?))
         };
-        // The second turn is [bos]=4 30 31 32 33 [eos]=9: position p predicts the token at p + 1.
+        // The second turn fills positions 4 ([bos]) to 9 ([eos]); position p predicts token p + 1.
         assert_eq!(
             labels_and_positions(Some(0))?,
             (vec![30, 31, 32, 33, 2], vec![4, 5, 6, 7, 8])
