@@ -119,6 +119,12 @@ pub struct ChainStyle {
 }
 
 impl ChainStyle {
+    /// Whether these chains read answers off a scene description they open with: the chains
+    /// [`description_lookup`] writes rows for. Verdict-first yes/no chains open without one.
+    pub fn reads_description(&self) -> bool {
+        self.opening == Opening::Description && !self.verdict_first
+    }
+
     /// The graded answer of `q` as written in these chains: the option's text for multiple
     /// choice with [`ChainStyle::option_text_answers`], the question's answer otherwise.
     pub fn answer<'q>(&self, q: &'q Question) -> &'q str {
@@ -900,7 +906,7 @@ pub fn description_lookup(
     style: ChainStyle,
     rng: &mut ChaCha8Rng,
 ) -> Option<(Chain, usize)> {
-    if style.opening != Opening::Description || style.verdict_first {
+    if !style.reads_description() {
         return None;
     }
     let read_off = explain_from_opening(q, scene, frame, style.opening).is_some()

@@ -322,7 +322,8 @@ pub fn write_dataset(
         .transpose()?;
     // Chains that read their answers off the description: these rows teach that reading alone.
     let style = config.chain_style()?;
-    let mut sft_lookups_f = (style.opening == Opening::Description && !style.verdict_first)
+    let mut sft_lookups_f = style
+        .reads_description()
         .then(|| AtomicFile::create(&out.join("sft_description_lookups.jsonl")))
         .transpose()?;
     let tsv_path = out.join("eval.tsv");
