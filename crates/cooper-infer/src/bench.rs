@@ -1,9 +1,10 @@
 //! Speed and memory of the engine on a model folder: load time, prefill and decode throughput, and
-//! seconds per image-generation step with all three CFG branches. Used by `cooper bench`.
+//! seconds per image-generation step with all three CFG branches, and the autoencoder's encode and
+//! decode of one picture (what stage 1 and every map cost besides the LLM). Used by `cooper bench`.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use cooper_model::Context;
 use serde::Serialize;
 
@@ -34,6 +35,9 @@ pub struct BenchReport {
     /// Latent tokens of the generated picture.
     pub image_tokens: usize,
     pub seconds_per_flow_step: f64,
+    /// One autoencoder encode (moments) and decode of an `image_side` picture, mean of `flow_steps`.
+    pub seconds_per_ae_encode: f64,
+    pub seconds_per_ae_decode: f64,
     /// Peak resident memory of the process (VmHWM), bytes; None where /proc is not available.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -96,6 +100,19 @@ pub fn run_bench(
     }
     let flow = t.elapsed();
 
+    let pixels = Tensor::rand(-1f32, 1f32, (1, 3, side, side), device)?.to_dtype(m.dtype())?;
+    let repeats = s.flow_steps.max(1);
+    let t = Instant::now();
+    for _ in 0..repeats {
+        engine.ae.moments(&pixels)?;
+    }
+    let encode = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..repeats {
+        engine.decode_latents(&x, side, side)?;
+    }
+    let decode_picture = t.elapsed();
+
     Ok(BenchReport {
         model: dir.display().to_string(),
         dtype: format!("{dtype:?}"),
@@ -105,6 +122,8 @@ pub fn run_bench(
         decode_tokens_per_second: per_second(s.decode_tokens, decode),
         image_tokens: tokens,
         seconds_per_flow_step: flow.as_secs_f64() / s.flow_steps.max(1) as f64,
+        seconds_per_ae_encode: encode.as_secs_f64() / repeats as f64,
+        seconds_per_ae_decode: decode_picture.as_secs_f64() / repeats as f64,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

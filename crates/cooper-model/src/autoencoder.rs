@@ -6,21 +6,17 @@
 //! parity, deterministic evaluation and training need the moments, the mean, and a sample drawn from a
 //! caller-supplied ε, so the module is written here with the same parameter names.
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{group_norm, GroupNorm, VarBuilder};
 
 use crate::config::AeConfig;
+use crate::conv::Conv2d;
 
 fn conv3x3(c_in: usize, c_out: usize, stride: usize, pad: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: pad,
-        stride,
-        ..Default::default()
-    };
-    conv2d(c_in, c_out, 3, cfg, vb)
+    Conv2d::new(c_in, c_out, 3, stride, pad, vb)
 }
 
 fn conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv2d> {
-    conv2d(c_in, c_out, 1, Default::default(), vb)
+    Conv2d::new(c_in, c_out, 1, 1, 0, vb)
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ pub mod bagel;
 pub mod checkpoint;
 pub mod config;
 pub mod context;
+pub mod conv;
 pub mod embeddings;
 pub mod error;
 pub mod init;

@@ -40,10 +40,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
     let r = run_bench(&args.model, &device, dtype, &settings)
         .with_context(|| format!("benchmarking {}", args.model.display()))?;
-    println!("| model | dtype | load s | prefill tok/s | decode tok/s | image tokens | s / flow step (3 CFG passes) | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model | dtype | load s | prefill tok/s | decode tok/s | image tokens | s / flow step (3 CFG passes) | s / AE encode | s / AE decode | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {:.2} | {:.1} | {:.2} | {} | {:.3} | {} |",
+        "| {} | {} | {:.2} | {:.1} | {:.2} | {} | {:.3} | {:.3} | {:.3} | {} |",
         r.model,
         r.dtype,
         r.load_seconds,
@@ -51,6 +51,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.decode_tokens_per_second,
         r.image_tokens,
         r.seconds_per_flow_step,
+        r.seconds_per_ae_encode,
+        r.seconds_per_ae_decode,
         r.peak_rss_bytes
             .map_or("n/a".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
     );
