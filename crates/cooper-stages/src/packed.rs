@@ -9,8 +9,10 @@
 //!   `<|im_end|>`) and pictures (clean).
 //!
 //! The loss is `ce_weight·CE + mse_weight·MSE` over the terms present. Pictures are encoded with
-//! the official sampled AE encode; the frozen autoencoder's moments are cached per picture (and
-//! flip), so each picture costs one encoder pass per run.
+//! the official sampled AE encode; the frozen autoencoder's moments are cached by the picture's
+//! content, so each distinct picture costs one encoder pass per run, however many rows hold it (a
+//! scene's picture reaches SFT in its chains, its description, its listing and its stage-1 rows:
+//! keyed by row, the encodes were most of an SFT step).
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,9 +44,9 @@ pub struct PackedTrainer<'a> {
     pub samples: Vec<Sample>,
     pub tokens: Vec<usize>,
     vit_resize: cooper_infer::transforms::ResizeConfig,
-    /// AE moments per (sample, part, flipped); interior mutability lets `loss` borrow the
-    /// samples while filling it.
-    moments: RefCell<HashMap<(usize, usize, bool), Tensor>>,
+    /// AE moments by [`content_key`] of the encoded pixels; interior mutability lets `loss`
+    /// borrow the samples while filling it.
+    moments: RefCell<HashMap<u64, Tensor>>,
 }
 
 impl<'a> PackedTrainer<'a> {
@@ -99,20 +101,22 @@ impl<'a> PackedTrainer<'a> {
         })
     }
 
+    /// Distinct pictures encoded so far (the moments cache's size).
+    pub fn encoded_pictures(&self) -> usize {
+        self.moments.borrow().len()
+    }
+
     fn device(&self) -> &Device {
         self.model.model.device()
     }
 
-    /// Cached AE moments of part `part` of sample `sample` (flipped or not).
-    fn moments_of(
-        &self,
-        key: (usize, usize, bool),
-        picture: impl FnOnce() -> Result<Tensor>,
-    ) -> Result<Tensor> {
+    /// AE moments of `pixels` (3, H, W), from the cache when the same pixels were encoded before.
+    fn moments_of(&self, pixels: &Tensor) -> Result<Tensor> {
+        let key = content_key(pixels)?;
         if let Some(m) = self.moments.borrow().get(&key) {
             return Ok(m.clone());
         }
-        let m = moments(&self.model.ae, &picture()?, self.model.model.dtype())?;
+        let m = moments(&self.model.ae, pixels, self.model.model.dtype())?;
         self.moments.borrow_mut().insert(key, m.clone());
         Ok(m)
     }
@@ -171,18 +175,19 @@ impl<'a> PackedTrainer<'a> {
                     let flip = flip_prob > 0.0 && rng.random::<f64>() < flip_prob;
                     let picture = resize_to(&load_rgb(rgb)?, size, flip);
                     let dev = self.device();
-                    let m = self.moments_of((i, 0, flip), || Ok(to_tensor(&picture, dev)?))?;
+                    let m = self.moments_of(&to_tensor(&picture, dev)?)?;
                     self.clean_vae(&mut builder, &mut noise_rows, &m, size, rng)?;
                     self.vit(&mut builder, &picture)?;
                     builder.text(prompt_ids, false);
-                    let tm = self.moments_of((i, 1, flip), || match target {
+                    let target_pixels = match target {
                         GenerationTarget::Depth { path, encoding } => {
-                            depth_target(path, *encoding, size, flip, dev)
+                            depth_target(path, *encoding, size, flip, dev)?
                         }
                         GenerationTarget::Segmentation { path } => {
-                            Ok(to_tensor(&resize_to(&load_rgb(path)?, size, flip), dev)?)
+                            to_tensor(&resize_to(&load_rgb(path)?, size, flip), dev)?
                         }
-                    })?;
+                    };
+                    let tm = self.moments_of(&target_pixels)?;
                     let sampled = self.config.data.sample_latents.then_some(&mut *rng);
                     let x0 = sample_latent_tokens(&model.ae, &tm, p, sampled)?;
                     let logit: f32 = rng.sample(rand_distr::StandardNormal);
@@ -206,10 +211,8 @@ impl<'a> PackedTrainer<'a> {
                                 let what = format!("chain {i} picture {k}");
                                 let picture = resize_to(&decode_rgb(bytes, &what)?, *size, false);
                                 if *vae {
-                                    let dev = self.device();
-                                    let m = self.moments_of((i, k, false), || {
-                                        Ok(to_tensor(&picture, dev)?)
-                                    })?;
+                                    let m =
+                                        self.moments_of(&to_tensor(&picture, self.device())?)?;
                                     self.clean_vae(&mut builder, &mut noise_rows, &m, *size, rng)?;
                                 }
                                 if *vit {
@@ -252,6 +255,22 @@ impl<'a> PackedTrainer<'a> {
         let loss = combine_losses(ce.as_ref(), mse.as_ref(), &self.config.loss)?;
         Ok((loss, metrics))
     }
+}
+
+/// A 64-bit hash of a tensor's shape and values: equal pixels, equal key. (SipHash with fixed
+/// keys, so keys are stable within and across runs; ~10⁴ pictures make a collision improbable.)
+fn content_key(pixels: &Tensor) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pixels.dims().hash(&mut h);
+    for v in pixels
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?
+    {
+        h.write_u32(v.to_bits());
+    }
+    Ok(h.finish())
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -308,4 +327,24 @@ pub fn export_run(
         },
         opts.export_dtype,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_keys_follow_the_pixels_and_the_shape() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 12.0, &dev)?.reshape((3, 2, 2))?;
+        let same = Tensor::arange(0f32, 12.0, &dev)?.reshape((3, 2, 2))?;
+        let reshaped = a.reshape((3, 1, 4))?;
+        let mut v = a.flatten_all()?.to_vec1::<f32>()?;
+        v[7] += 1e-3;
+        let nudged = Tensor::from_vec(v, (3, 2, 2), &dev)?;
+        assert_eq!(content_key(&a)?, content_key(&same)?);
+        assert_ne!(content_key(&a)?, content_key(&reshaped)?);
+        assert_ne!(content_key(&a)?, content_key(&nudged)?);
+        Ok(())
+    }
 }

@@ -160,6 +160,37 @@ fn present(out: &Path, key: &str) -> Vec<f64> {
 }
 
 #[test]
+fn a_picture_in_several_rows_is_encoded_once() {
+    use cooper_stages::model::TrainableModel;
+    use cooper_stages::packed::PackedTrainer;
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().unwrap();
+    // Scene 0's stage-1 depth row and a chain about scene 0 share its picture.
+    let mut c = sft_config(&tmp.path().join("run"), 1, 1);
+    let row = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+    };
+    let depth = one_depth_row(tmp.path());
+    let scene = row(&depth)["data_id"].as_str().unwrap().to_string();
+    let chain = row(&c.data.files[0]);
+    assert!(
+        chain["data_id"].as_str().unwrap().starts_with(&scene),
+        "{chain}"
+    );
+    c.data.files.push(depth);
+    c.data.flip_prob = 0.0;
+    c.sft.rehearse_generation = true;
+    let model = TrainableModel::load(&c.model, DType::F32, &candle_core::Device::Cpu).unwrap();
+    let trainer = PackedTrainer::new(&model, &c).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    trainer.loss(&[0, 1], &mut rng).unwrap();
+    // The shared picture and the depth target: two encodes, not three.
+    assert_eq!(trainer.encoded_pictures(), 2);
+    trainer.loss(&[1, 0], &mut rng).unwrap();
+    assert_eq!(trainer.encoded_pictures(), 2);
+}
+
+#[test]
 fn sft_rehearses_generation_only_when_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = sft_config(&tmp.path().join("run"), 2, 80);
