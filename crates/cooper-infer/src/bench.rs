@@ -91,6 +91,7 @@ pub fn run_bench(
     let tokens = (side / ld) * (side / ld);
     let half = m.update_text(&Context::new(), &ids[..ids.len() / 2])?;
     let x = initial_noise(tokens, m.config.latent_token_dim(), 0, device)?.to_dtype(m.dtype())?;
+    let repeats = s.flow_steps.max(1);
     let t = Instant::now();
     for i in 0..s.flow_steps {
         let tt = 1.0 - i as f32 / s.flow_steps as f32;
@@ -101,7 +102,6 @@ pub fn run_bench(
     let flow = t.elapsed();
 
     let pixels = Tensor::rand(-1f32, 1f32, (1, 3, side, side), device)?.to_dtype(m.dtype())?;
-    let repeats = s.flow_steps.max(1);
     let t = Instant::now();
     for _ in 0..repeats {
         engine.ae.moments(&pixels)?;
@@ -121,7 +121,7 @@ pub fn run_bench(
         prefill_tokens_per_second: per_second(ids.len() + 2, prefill),
         decode_tokens_per_second: per_second(s.decode_tokens, decode),
         image_tokens: tokens,
-        seconds_per_flow_step: flow.as_secs_f64() / s.flow_steps.max(1) as f64,
+        seconds_per_flow_step: flow.as_secs_f64() / repeats as f64,
         seconds_per_ae_encode: encode.as_secs_f64() / repeats as f64,
         seconds_per_ae_decode: decode_picture.as_secs_f64() / repeats as f64,
         peak_rss_bytes: peak_rss_bytes(),

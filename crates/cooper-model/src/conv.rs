@@ -45,21 +45,31 @@ impl Conv2d {
 
     /// The convolution as shifted views and one matrix product. xs: (B, C, H, W) → (B, C_out, H', W').
     fn forward_shifted(&self, xs: &Tensor) -> Result<Tensor> {
-        let b = xs.dim(0)?;
-        let items = (0..b)
-            .map(|i| self.forward_one(&xs.get(i)?))
+        // The kernel as (C_out, k·k·C), rows ordered (dy, dx, channel): flattened once per call.
+        let weight = self.inner.weight();
+        let (c_out, c_in, k, _) = weight.dims4()?;
+        let flat = weight
+            .permute((0, 2, 3, 1))?
+            .reshape((c_out, k * k * c_in))?;
+        let bias = self
+            .inner
+            .bias()
+            .map(|b| b.reshape((c_out, 1, 1)))
+            .transpose()?;
+        let items = (0..xs.dim(0)?)
+            .map(|i| self.forward_one(&xs.get(i)?, &flat, bias.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         Tensor::stack(&items, 0)
     }
 
-    /// One picture (C, H, W) → (C_out, H', W').
+    /// One picture (C, H, W) → (C_out, H', W'), given the flattened kernel and the bias (C_out, 1, 1).
     ///
     /// The zero-padded input is split into its s·s stride phases (planes of every s-th row and
     /// column), so that kernel tap (dy, dx) reads phase (dy mod s, dx mod s) at offset (dy / s,
     /// dx / s) with stride 1. Flattened, the tap's view of a phase is one contiguous run per channel
     /// if each output row also reads the plane's columns past W' (garbage columns, cut from the
     /// product), so the patch matrix (k·k·C, H'·W₂) is k·k block copies.
-    fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_one(&self, x: &Tensor, flat: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let (c, h, w) = x.dims3()?;
         let (hp, wp) = (h + 2 * p, w + 2 * p);
@@ -93,17 +103,15 @@ impl Conv2d {
                 taps.push(phase.narrow(1, (dy / s) * w2 + dx / s, ho * w2)?);
             }
         }
-        // Rows ordered (dy, dx, channel), as the kernel flattened below.
+        // Rows ordered (dy, dx, channel), as the flattened kernel's columns.
         let patches = Tensor::stack(&taps, 0)?.reshape((k * k * c, ho * w2))?;
-        let weight = self.inner.weight();
-        let c_out = weight.dim(0)?;
-        let flat = weight.permute((0, 2, 3, 1))?.reshape((c_out, k * k * c))?;
+        let c_out = flat.dim(0)?;
         let out = flat
             .matmul(&patches)?
             .reshape((c_out, ho, w2))?
             .narrow(2, 0, wo)?;
-        match self.inner.bias() {
-            Some(bias) => out.broadcast_add(&bias.reshape((c_out, 1, 1))?),
+        match bias {
+            Some(bias) => out.broadcast_add(bias),
             None => out.contiguous(),
         }
     }

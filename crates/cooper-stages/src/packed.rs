@@ -257,8 +257,9 @@ impl<'a> PackedTrainer<'a> {
     }
 }
 
-/// A 64-bit hash of a tensor's shape and values: equal pixels, equal key. (SipHash with fixed
-/// keys, so keys are stable within and across runs; ~10⁴ pictures make a collision improbable.)
+/// A 64-bit hash of a tensor's shape and values: equal pixels, equal key. (std's default hasher,
+/// deterministic within a run, which is all the cache needs; ~10⁴ pictures make a collision
+/// improbable.)
 fn content_key(pixels: &Tensor) -> Result<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
