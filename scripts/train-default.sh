@@ -57,6 +57,11 @@
 # TARGET_FIRST=1 (an experiment) makes existence and spatial-relation (and depth-order yes/no)
 # chains say what the question looks for, copied from it, right before their verdict ("The
 # question looks for a cyan object."; `cooper world --target-first`).
+# GIVEN_DESCRIPTIONS=1 (with DESCRIPTION_THOUGHTS=1; an experiment) gives the objects listed by
+# the chains' opening description as context in their SFT rows instead of teaching them there
+# (`cooper world --given-descriptions`), so that no question is in view when the model learns to
+# list what it sees; the main SFT then lists the description rows DESCRIBE_REPEATS (3) times, its
+# only full-scene lists.
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the
@@ -112,6 +117,10 @@ TARGET_FIRST=${TARGET_FIRST:-0}
 DESCRIPTION_LOOKUPS=${DESCRIPTION_LOOKUPS:-0}
 DESCRIPTION_LOOKUP_STEPS=${DESCRIPTION_LOOKUP_STEPS:-300}
 DESCRIPTION_LOOKUP_MIX=${DESCRIPTION_LOOKUP_MIX:-2000}
+GIVEN_DESCRIPTIONS=${GIVEN_DESCRIPTIONS:-0}
+# How many times the main SFT lists each training scene's description row; with the chains'
+# descriptions given rather than learnt, they are the only full-scene descriptions it learns from.
+DESCRIBE_REPEATS=${DESCRIBE_REPEATS:-$([[ "$GIVEN_DESCRIPTIONS" == 1 ]] && echo 3 || echo 1)}
 RESTATE_STEPS=${RESTATE_STEPS:-300}
 SFT_TRAIN_VIT=${SFT_TRAIN_VIT:-0}
 REHEARSE_GEN=${REHEARSE_GEN:-0}
@@ -127,6 +136,10 @@ if [[ "$DESCRIPTION_LOOKUPS" == 1 && ( "$DESCRIPTION_THOUGHTS" != 1 || "$VERDICT
   echo "DESCRIPTION_LOOKUPS=1 needs DESCRIPTION_THOUGHTS=1 without VERDICT_FIRST=1 (chains read off the description)" >&2
   exit 2
 fi
+if [[ "$GIVEN_DESCRIPTIONS" == 1 && ( "$DESCRIPTION_THOUGHTS" != 1 || "$VERDICT_FIRST" == 1 ) ]]; then
+  echo "GIVEN_DESCRIPTIONS=1 needs DESCRIPTION_THOUGHTS=1 without VERDICT_FIRST=1 (chains that open with the description)" >&2
+  exit 2
+fi
 if [[ "$SFT_TRAIN_VIT" == 1 && "$GROUNDED" != 1 ]]; then
   echo "SFT_TRAIN_VIT=1 needs GROUNDED=1 (the default recipe trains the ViT in SFT already)" >&2
   exit 2
@@ -137,7 +150,7 @@ mkdir -p "$OUT"
 # GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`),
 # DESCRIPTION_THOUGHTS=1 ones with the scene description.
 WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false RELATION_FLAG=false
-VERDICT_FLAG=false TARGET_FLAG=false
+VERDICT_FLAG=false TARGET_FLAG=false GIVEN_FLAG=false
 if [[ "$DESCRIPTION_THOUGHTS" == 1 ]]; then
   WORLD_FLAGS=(--description-thoughts) DESCRIPTION_FLAG=true
 elif [[ "$GROUNDED" == 1 ]]; then
@@ -147,6 +160,7 @@ fi
 [[ "$RELATION_REASONS" == 1 ]] && WORLD_FLAGS+=(--relation-reasons) RELATION_FLAG=true
 [[ "$VERDICT_FIRST" == 1 ]] && WORLD_FLAGS+=(--verdict-first) VERDICT_FLAG=true
 [[ "$TARGET_FIRST" == 1 ]] && WORLD_FLAGS+=(--target-first) TARGET_FLAG=true
+[[ "$GIVEN_DESCRIPTIONS" == 1 ]] && WORLD_FLAGS+=(--given-descriptions) GIVEN_FLAG=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
 # made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
@@ -164,7 +178,7 @@ world_ok() {
     has_setting listing_thoughts "$LISTING_THOUGHTS" &&
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     has_setting relation_reasons "$RELATION_FLAG" && has_setting verdict_first "$VERDICT_FLAG" &&
-    has_setting target_first "$TARGET_FLAG" &&
+    has_setting target_first "$TARGET_FLAG" && has_setting given_descriptions "$GIVEN_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
     { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; } &&
@@ -265,8 +279,17 @@ fi
 MAIN_SFT_SET=("${SFT_SET[@]}")
 [[ "$SFT_TRAIN_VIT" == 1 ]] && MAIN_SFT_SET+=(--set freeze.vit=false)
 [[ "$REHEARSE_GEN" == sft ]] && MAIN_SFT_SET+=("${REHEARSE_SET[@]}")
+MAIN_DESCRIPTIONS=("$W/$DESCRIPTIONS")
+if (( DESCRIBE_REPEATS > 1 )); then
+  MAIN_DESCRIPTIONS=("$W/sft_describe_x$DESCRIBE_REPEATS.jsonl")
+  # Made again whenever the world's descriptions are newer (a world made again).
+  [[ "${MAIN_DESCRIPTIONS[0]}" -nt "$W/$DESCRIPTIONS" ]] || {
+    for _ in $(seq "$DESCRIBE_REPEATS"); do cat "$W/$DESCRIPTIONS"; done > "${MAIN_DESCRIPTIONS[0]}.tmp" &&
+      mv "${MAIN_DESCRIPTIONS[0]}.tmp" "${MAIN_DESCRIPTIONS[0]}"
+  }
+fi
 stage sft sft --model "$OUT/ae/model" --init-from "$SFT_FROM" \
-  --data "$W/sft_interleaved.jsonl" "$W/$DESCRIPTIONS" "${SFT_DATA[@]}" "${REHEARSAL[@]}" "${SFT_REHEARSAL[@]}" \
+  --data "$W/sft_interleaved.jsonl" "${MAIN_DESCRIPTIONS[@]}" "${SFT_DATA[@]}" "${REHEARSAL[@]}" "${SFT_REHEARSAL[@]}" \
   --steps "$SFT_STEPS" "${MAIN_SFT_SET[@]}"
 stage grpo grpo --model "$OUT/ae/model" --init-from "$OUT/sft/model" --data "$W/rl.jsonl" \
   --steps "$GRPO_STEPS" "${GRPO_SET[@]}"

@@ -99,24 +99,28 @@ impl SequenceBuilder {
 
     /// A text turn `[bos] ids [eos]`; with `loss`, CE predicts `ids, eos`.
     pub fn text(&mut self, ids: &[u32], loss: bool) {
-        self.text_learnt_from(ids, loss.then_some(0));
+        self.text_with_given(ids, loss.then_some(0..0));
     }
 
-    /// A text turn `[bos] ids [eos]` whose tokens from `learnt_from` on (and `eos`) are learnt:
-    /// CE predicts `ids[from..], eos`; `None` learns nothing. `Some(0)` is [`Self::text`] with loss.
-    pub fn text_learnt_from(&mut self, ids: &[u32], learnt_from: Option<usize>) {
+    /// A text turn `[bos] ids [eos]` learnt but for `ids[given]`, which is context: CE predicts
+    /// every other id and `eos`; `None` learns nothing. `Some(0..0)` is [`Self::text`] with loss,
+    /// `Some(0..n)` learns from `ids[n]` on.
+    pub fn text_with_given(&mut self, ids: &[u32], given: Option<std::ops::Range<usize>>) {
         let start = self.len as u32;
         self.push_text_token(self.special.bos, self.rope);
         for (i, &id) in ids.iter().enumerate() {
             self.push_text_token(id, self.rope + 1 + i as u32);
         }
         self.push_text_token(self.special.eos, self.rope + 1 + ids.len() as u32);
-        if let Some(from) = learnt_from {
-            // Position p predicts token p + 1: the bos (and the context) predict nothing.
-            let from = from.min(ids.len());
+        if let Some(given) = given {
+            // Position start + i predicts ids[i] (start holds the bos), start + len the eos.
+            let (from, to) = (given.start.min(ids.len()), given.end.min(ids.len()));
+            let to = to.max(from);
+            self.ce_idx.extend(start..start + from as u32);
+            self.labels.extend(&ids[..from]);
             self.ce_idx
-                .extend(start + from as u32..start + ids.len() as u32 + 1);
-            self.labels.extend(&ids[from..]);
+                .extend(start + to as u32..start + ids.len() as u32 + 1);
+            self.labels.extend(&ids[to..]);
             self.labels.push(self.special.eos);
         }
         self.rope += ids.len() as u32 + 2;
@@ -261,7 +265,7 @@ mod tests {
     use crate::init::Preset;
 
     #[test]
-    fn a_turn_learnt_from_an_offset_predicts_only_its_tail() -> Result<()> {
+    fn a_turn_with_given_ids_predicts_only_the_rest() -> Result<()> {
         let special = SpecialTokens {
             bos: 1,
             eos: 2,
@@ -269,10 +273,10 @@ mod tests {
             end_of_image: 4,
         };
         let config = Preset::Tiny.config();
-        let labels_and_positions = |learnt_from| -> Result<(Vec<u32>, Vec<u32>)> {
+        let labels_and_positions = |given| -> Result<(Vec<u32>, Vec<u32>)> {
             let mut b = SequenceBuilder::new(&config, special);
             b.text(&[20, 21], false);
-            b.text_learnt_from(&[30, 31, 32, 33], learnt_from);
+            b.text_with_given(&[30, 31, 32, 33], given);
             let batch = b.finish(None, &Device::Cpu)?;
             let get = |t: Option<Tensor>| -> Result<Vec<u32>> {
                 t.map_or(Ok(Vec::new()), |t| t.to_vec1::<u32>())
@@ -281,12 +285,17 @@ mod tests {
         };
         // The second turn fills positions 4 ([bos]) to 9 ([eos]); position p predicts token p + 1.
         assert_eq!(
-            labels_and_positions(Some(0))?,
+            labels_and_positions(Some(0..0))?,
             (vec![30, 31, 32, 33, 2], vec![4, 5, 6, 7, 8])
         );
         assert_eq!(
-            labels_and_positions(Some(2))?,
+            labels_and_positions(Some(0..2))?,
             (vec![32, 33, 2], vec![6, 7, 8])
+        );
+        // Given in the middle: 31 and 32 are context, 30 and 33 learnt.
+        assert_eq!(
+            labels_and_positions(Some(1..3))?,
+            (vec![30, 33, 2], vec![4, 7, 8])
         );
         assert_eq!(labels_and_positions(None)?, (vec![], vec![]));
         Ok(())

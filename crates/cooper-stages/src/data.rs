@@ -35,12 +35,12 @@ pub enum GenerationTarget {
 /// One part of a chain.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChainPart {
-    /// A text turn, tokenised. With `loss`, the first `context` ids are given (no loss) and the
-    /// rest learnt; `context` is 0 for a turn learnt whole.
+    /// A text turn, tokenised. With `loss`, the ids in `given` are context (no loss) and the
+    /// rest learnt; `given` is empty for a turn learnt whole.
     Text {
         ids: Vec<u32>,
         loss: bool,
-        context: usize,
+        given: std::ops::Range<usize>,
     },
     /// A picture: encoded bytes, its VAE-resized size, and which encoders see it.
     Image {
@@ -234,7 +234,7 @@ impl SampleReader<'_> {
                 parts.push(ChainPart::Text {
                     ids: ids.clone(),
                     loss: false,
-                    context: 0,
+                    given: 0..0,
                 });
             }
             let mut images = 0;
@@ -244,18 +244,22 @@ impl SampleReader<'_> {
                         value,
                         need_loss,
                         loss_start,
+                        given_from,
                     } => {
-                        // Context and learnt part are tokenised apart, so that the loss starts on
-                        // a token boundary; the world splits before a space, where the byte-level
-                        // pre-tokenizer splits the whole text too.
-                        let (given, learnt) = value.split_at(loss_start);
-                        let mut ids = (self.encode)(given)?;
-                        let context = ids.len();
+                        // Context and learnt parts are tokenised apart, so that the loss starts
+                        // and stops on token boundaries; the world splits before a space, where
+                        // the byte-level pre-tokenizer splits the whole text too.
+                        let (head, rest) = value.split_at(given_from);
+                        let (given, learnt) = rest.split_at(loss_start - given_from);
+                        let mut ids = (self.encode)(head)?;
+                        let from = ids.len();
+                        ids.extend((self.encode)(given)?);
+                        let to = ids.len();
                         ids.extend((self.encode)(learnt)?);
                         parts.push(ChainPart::Text {
                             ids,
                             loss: need_loss,
-                            context,
+                            given: from..to,
                         })
                     }
                     SftItem::Image { bytes, .. } => {

@@ -199,8 +199,8 @@ impl<'a> PackedTrainer<'a> {
                 Sample::Chain { parts } => {
                     for (k, part) in parts.iter().enumerate() {
                         match part {
-                            ChainPart::Text { ids, loss, context } => {
-                                builder.text_learnt_from(ids, loss.then_some(*context))
+                            ChainPart::Text { ids, loss, given } => {
+                                builder.text_with_given(ids, loss.then(|| given.clone()))
                             }
                             ChainPart::Image {
                                 bytes,

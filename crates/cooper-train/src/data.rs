@@ -9,7 +9,8 @@
 //!   `need_loss` is the string `"true"`. A project extension, absent from official rows: a
 //!   learnt text item may carry `"loss_start": N`, and then its first N characters are context
 //!   the turn is given, not learnt (a thought whose opening the row supplies, see
-//!   docs/data-formats.md).
+//!   docs/data-formats.md); with `"given_from": K` as well (K < N), only characters K..N are
+//!   given, and the turn is learnt before and after them.
 //!
 //! Malformed lines are errors naming the file and line. The RL rows are shuffled with a seeded
 //! ChaCha RNG (seed 42 by default, like the official loader; the permutation differs from
@@ -51,8 +52,11 @@ pub enum SftItem {
         /// Cross-entropy on this turn (and its closing `<|im_end|>`).
         need_loss: bool,
         /// Byte index in `value` where the learnt part of a `need_loss` turn starts (0: all of
-        /// it); the text before it is context, in the same turn.
+        /// it); the text from `given_from` to it is context, in the same turn.
         loss_start: usize,
+        /// Byte index in `value` where that context starts (0 but for `"given_from"`); the text
+        /// before it is learnt too.
+        given_from: usize,
     },
     /// An image (input or a depth / segmentation result), decoded from base64.
     Image {
@@ -153,6 +157,27 @@ pub fn decode_base64_image(value: &str) -> std::result::Result<Vec<u8>, String> 
         .map_err(|e| format!("bad base64 image: {e}"))
 }
 
+/// The byte index of a text item's `given_from` (counted in characters in the file), which must
+/// come before its `loss_start` (`loss_start`, a byte index); 0 without one.
+fn given_from(item: &Value, value: &str, loss_start: usize) -> std::result::Result<usize, String> {
+    let Some(raw) = item.get("given_from") else {
+        return Ok(0);
+    };
+    let chars = raw
+        .as_u64()
+        .ok_or_else(|| format!("`given_from` is {raw}, not a character count"))?;
+    if item.get("loss_start").is_none() {
+        return Err("`given_from` without a `loss_start` to end the given text".into());
+    }
+    let byte = usize::try_from(chars)
+        .ok()
+        .and_then(|c| value.char_indices().nth(c))
+        .map(|(byte, _)| byte)
+        .filter(|byte| *byte < loss_start)
+        .ok_or_else(|| format!("`given_from` {chars} is not before `loss_start`"))?;
+    Ok(byte)
+}
+
 /// The byte index of a text item's `loss_start` (counted in characters in the file); 0 without
 /// one.
 fn loss_start(item: &Value, value: &str, need_loss: bool) -> std::result::Result<usize, String> {
@@ -201,10 +226,13 @@ pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<SftItem>>> {
                             item.get("need_loss").and_then(Value::as_str) == Some("true");
                         let loss_start = loss_start(item, value, need_loss)
                             .map_err(|e| line_err(path, line, format!("item {k}: {e}")))?;
+                        let given_from = given_from(item, value, loss_start)
+                            .map_err(|e| line_err(path, line, format!("item {k}: {e}")))?;
                         Ok(SftItem::Text {
                             value: value.to_string(),
                             need_loss,
                             loss_start,
+                            given_from,
                         })
                     } else {
                         let bytes = decode_base64_image(value)
@@ -298,12 +326,14 @@ mod tests {
                 SftItem::Text {
                     value: "Q?".into(),
                     need_loss: false,
-                    loss_start: 0
+                    loss_start: 0,
+                    given_from: 0
                 },
                 SftItem::Text {
                     value: "<think>a</think><answer>b</answer>".into(),
                     need_loss: true,
-                    loss_start: 0
+                    loss_start: 0,
+                    given_from: 0
                 },
                 SftItem::Image {
                     kind: "depth".into(),
@@ -319,6 +349,36 @@ mod tests {
         assert!(read_sft_jsonl(&path).is_err());
         std::fs::write(&path, "{not json").unwrap();
         assert!(read_sft_jsonl(&path).is_err());
+    }
+
+    #[test]
+    fn given_from_opens_the_given_text_inside_the_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sft.jsonl");
+        // "é" is two bytes: characters 3..7 are bytes 4..8.
+        std::fs::write(
+            &path,
+            r#"{"interleaved_reason": [{"type": "text", "value": "<é> map rest", "need_loss": "true", "given_from": 3, "loss_start": 7}]}"#,
+        )
+        .unwrap();
+        let chains = read_sft_jsonl(&path).unwrap();
+        let SftItem::Text {
+            value,
+            loss_start,
+            given_from,
+            ..
+        } = &chains[0][0]
+        else {
+            panic!("not text: {:?}", chains[0][0]);
+        };
+        assert_eq!(
+            (
+                &value[..*given_from],
+                &value[*given_from..*loss_start],
+                &value[*loss_start..]
+            ),
+            ("<é>", " map", " rest")
+        );
     }
 
     #[test]
@@ -359,6 +419,14 @@ mod tests {
             (
                 r#"{"type": "text", "value": "abc", "need_loss": "true", "loss_start": -1}"#,
                 "not a character count",
+            ),
+            (
+                r#"{"type": "text", "value": "abc", "need_loss": "true", "loss_start": 1, "given_from": 1}"#,
+                "not before `loss_start`",
+            ),
+            (
+                r#"{"type": "text", "value": "abc", "need_loss": "true", "given_from": 1}"#,
+                "without a `loss_start`",
             ),
         ] {
             std::fs::write(&path, row(item)).unwrap();

@@ -926,6 +926,34 @@ pub fn description_lookup(
     Some((chain, given))
 }
 
+/// Where, in characters, a chain's first thinking turn holds the objects its scene description
+/// lists: from the space after "From left to right:" (or "I can see one object:") to the end of
+/// the opening. `WorldConfig::given_descriptions` gives the model that list as context instead of
+/// teaching it there; the turn's start (`<think>`, a multiple-choice chain's restated options,
+/// "I can see 4 objects. From left to right:") stays learnt, so that the chain still learns to
+/// open with a description, and so does everything after the list, which opens with a space,
+/// where the byte-level pre-tokenizer splits the whole text too. `None` for chains that open
+/// without a description and for scenes with no object to list.
+pub fn described_objects_chars(
+    q: &Question,
+    scene: &Scene,
+    frame: &Frame,
+    style: ChainStyle,
+) -> Option<std::ops::Range<usize>> {
+    if !style.reads_description() {
+        return None;
+    }
+    let opening = format!(
+        "<think> {}",
+        opening_thought(q, scene, frame, style).trim_end()
+    );
+    let description = scene_description(scene, frame);
+    let at = opening.rfind(&description)?;
+    let colon = description.find(':')?;
+    let from = opening[..at + colon + 1].chars().count();
+    Some(from..opening.chars().count())
+}
+
 /// The opening of a chain's first thinking turn, followed by a space (nothing for
 /// [`Opening::Plain`] chains that answer with letters). Answering in words, a multiple-choice
 /// chain first restates its options ("The options are: red, cyan, white."), next to the prompt's

@@ -12,14 +12,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::chains::{
-    cells_chain, description_chain, description_lookup, interleaved_chain, text_chain, ChainStyle,
-    Opening,
+    cells_chain, described_objects_chars, description_chain, description_lookup, interleaved_chain,
+    text_chain, ChainStyle, Opening,
 };
 use crate::error::{Result, WorldError};
 use crate::formats::{
     cells_row, depth_to_u16, description_lookup_row, description_row, png_rgb, png_u16,
-    restatement_row, rl_row, sft_row, tsv_header, tsv_row, write_atomic, AtomicFile, ChainImages,
-    RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
+    restatement_row, rl_row, sft_row, tsv_header, tsv_row, with_given_span, write_atomic,
+    AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
 };
 use crate::lookups::{write_lookups, OptionCount};
 use crate::palette::SemanticClass;
@@ -64,6 +64,14 @@ pub struct WorldConfig {
     /// ([`crate::chains::ChainStyle::target_first`]).
     #[serde(default)]
     pub target_first: bool,
+    /// The objects the scene description of a chain's opening lists are context in its SFT row,
+    /// not learnt there (`given_from` and `loss_start`): the model learns to list a picture's
+    /// objects from `sft_describe.jsonl` alone, where no question is in view. Learnt inside a
+    /// chain, the list follows the question, and the twenty-fourth run's chains wrote the
+    /// asked-for object into it whether the picture held it or not (docs/results.md). The chains
+    /// still learn to open the description and to read it.
+    #[serde(default)]
+    pub given_descriptions: bool,
     /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
     /// [`crate::lookups`]); 0 writes neither.
     #[serde(default)]
@@ -84,6 +92,7 @@ impl Default for WorldConfig {
             relation_reasons: false,
             verdict_first: false,
             target_first: false,
+            given_descriptions: false,
             lookup_rows: 0,
         }
     }
@@ -101,6 +110,12 @@ impl WorldConfig {
                     .into(),
             )),
         };
+        if self.given_descriptions && opening != Opening::Description {
+            return Err(WorldError::Config(
+                "given_descriptions leaves the scene description unlearnt in the chains: it needs description_thoughts"
+                    .into(),
+            ));
+        }
         if self.relation_reasons && opening != Opening::Description {
             return Err(WorldError::Config(
                 "relation_reasons reads the scene description: it needs description_thoughts"
@@ -229,10 +244,14 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
     let mut sft_interleaved = Vec::new();
     let mut sft_text = Vec::new();
     for q in g.questions.iter().take(config.chains_per_scene) {
+        let given = config
+            .given_descriptions
+            .then(|| described_objects_chars(q, &g.scene, &g.frame, style))
+            .flatten();
         let c = interleaved_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
-        sft_interleaved.push(sft_row(&c, q, &images));
+        sft_interleaved.push(with_given_span(sft_row(&c, q, &images), given.clone()));
         let t = text_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
-        sft_text.push(sft_row(&t, q, &images));
+        sft_text.push(with_given_span(sft_row(&t, q, &images), given));
     }
     // Their own stream, so that writing them changes no other row.
     let mut lookup_rng = scene_rng(config.seed, index, 3);

@@ -166,6 +166,10 @@ pub struct SftEntry {
     /// not learnt (`cooper_train::data`); absent in official rows and in most of ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_start: Option<usize>,
+    /// A project extension with `loss_start`: the given characters start here instead of at 0;
+    /// the ones before are learnt too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_from: Option<usize>,
 }
 
 impl SftEntry {
@@ -176,6 +180,7 @@ impl SftEntry {
             value: value.into(),
             need_loss: need_loss.to_string(),
             loss_start: None,
+            given_from: None,
         }
     }
 }
@@ -256,6 +261,22 @@ pub fn description_lookup_row(chain: &Chain, given: usize, q: &Question) -> SftR
     row
 }
 
+/// `row` with the characters `given` of its first learnt turn (the chain's first thought) given
+/// as context, not learnt (`WorldConfig::given_descriptions`); unchanged for `None`.
+pub fn with_given_span(mut row: SftRow, given: Option<std::ops::Range<usize>>) -> SftRow {
+    if let Some(given) = given {
+        if let Some(thought) = row
+            .interleaved_reason
+            .iter_mut()
+            .find(|e| e.kind == "text" && e.need_loss == "true")
+        {
+            thought.given_from = (given.start > 0).then_some(given.start);
+            thought.loss_start = Some(given.end);
+        }
+    }
+    row
+}
+
 /// A text-only row that restates a multiple-choice question's options (category `restate`, flag
 /// `negative`): the prompt, then a thinking turn holding [`crate::chains::restatement`]. The copy
 /// a chain answering in words opens with, on its own: learnt in a few hundred steps from short rows
@@ -290,6 +311,7 @@ fn chain_row(chain: &Chain, category: &str, flag_name: &str, images: &ChainImage
                     },
                     need_loss: false.to_string(),
                     loss_start: None,
+                    given_from: None,
                 },
             })
             .collect(),

@@ -513,4 +513,89 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     let err = write_dataset(&unread, &out.path().join("w"), &|_| {}).unwrap_err();
     assert!(err.to_string().contains("relation_reasons"), "{err}");
     assert!(!out.path().join("w").exists());
+    // So are given descriptions: there is no description to give.
+    let undescribed = WorldConfig {
+        relation_reasons: false,
+        given_descriptions: true,
+        ..unread
+    };
+    let err = write_dataset(&undescribed, &out.path().join("w"), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("given_descriptions"), "{err}");
+    assert!(!out.path().join("w").exists());
+}
+
+#[test]
+fn given_descriptions_leave_the_chains_text_and_unlearn_only_the_objects_listed() {
+    let cfg = WorldConfig {
+        scenes: 3,
+        chains_per_scene: 3,
+        description_thoughts: true,
+        option_text_answers: true,
+        relation_reasons: true,
+        ..small_config(9)
+    };
+    let learnt = tempfile::tempdir().unwrap();
+    write_dataset(&cfg, learnt.path(), &|_| {}).unwrap();
+    let given_cfg = WorldConfig {
+        given_descriptions: true,
+        ..cfg.clone()
+    };
+    let given = tempfile::tempdir().unwrap();
+    write_dataset(&given_cfg, given.path(), &|_| {}).unwrap();
+    let (a, b) = (read_all(learnt.path()), read_all(given.path()));
+    let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert_eq!(
+        changed,
+        ["manifest.json", "sft_interleaved.jsonl", "sft_text.jsonl"]
+    );
+    let rows = |m: &BTreeMap<String, Vec<u8>>, file: &str| -> Vec<serde_json::Value> {
+        String::from_utf8(m[file].clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    for file in ["sft_interleaved.jsonl", "sft_text.jsonl"] {
+        let (before, after) = (rows(&a, file), rows(&b, file));
+        assert_eq!(before.len(), after.len());
+        assert!(!after.is_empty());
+        for (x, y) in before.iter().zip(&after) {
+            let (xs, ys) = (
+                x["interleaved_reason"].as_array().unwrap(),
+                y["interleaved_reason"].as_array().unwrap(),
+            );
+            assert_eq!(xs.len(), ys.len());
+            let mut first_learnt = true;
+            for (p, q) in xs.iter().zip(ys) {
+                assert_eq!(p["value"], q["value"]);
+                assert!(p.get("loss_start").is_none());
+                let learnt = q["type"] == "text" && q["need_loss"] == "true";
+                if !(learnt && first_learnt) {
+                    assert!(q.get("loss_start").is_none(), "{file}: {q}");
+                    continue;
+                }
+                first_learnt = false;
+                // The given part is the description's list of objects: the turn learns its
+                // opening up to "From left to right:" (or "one object:"), and from the space
+                // after the list on.
+                let n = q["loss_start"].as_u64().expect("loss_start") as usize;
+                let k = q["given_from"].as_u64().expect("given_from") as usize;
+                let value = q["value"].as_str().unwrap();
+                let head: String = value.chars().take(k).collect();
+                let list: String = value.chars().skip(k).take(n - k).collect();
+                let rest: String = value.chars().skip(n).collect();
+                assert!(head.starts_with("<think> "), "{head}");
+                assert!(
+                    head.ends_with("objects. From left to right:")
+                        || head.ends_with("I can see one object:"),
+                    "{head}"
+                );
+                assert!(list.starts_with(" the ") && list.ends_with('.'), "{list}");
+                assert!(list.contains(" cell, about "), "{list}");
+                assert!(rest.starts_with(' ') && rest.len() > 1, "{rest}");
+                assert!(!rest.contains("I can see"), "{rest}");
+            }
+            assert!(!first_learnt, "no learnt turn in {y}");
+        }
+    }
 }

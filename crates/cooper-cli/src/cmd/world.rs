@@ -69,6 +69,11 @@ pub struct WorldArgs {
     /// for, in its words, right before their verdict ("The question looks for a cyan object.").
     #[arg(long)]
     pub target_first: bool,
+    /// With --description-thoughts, the objects the scene description of a chain's opening
+    /// lists are given to the model as context in its SFT row, not learnt there: the lists are
+    /// learnt from `sft_describe.jsonl`, where no question is in view to copy objects from.
+    #[arg(long, requires = "description_thoughts")]
+    pub given_descriptions: bool,
     /// Also write this many text-only option lookups, two options each
     /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
     /// teaches a from-scratch LLM to find an option by its text.
@@ -97,6 +102,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         relation_reasons: args.relation_reasons,
         verdict_first: args.verdict_first,
         target_first: args.target_first,
+        given_descriptions: args.given_descriptions,
         lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);
