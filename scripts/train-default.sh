@@ -62,6 +62,8 @@
 # (`cooper world --given-descriptions`), so that no question is in view when the model learns to
 # list what it sees; the main SFT then lists the description rows DESCRIBE_REPEATS (3) times, its
 # only full-scene lists.
+# In the thirty-first run the chains then wrote gibberish where the list goes (26.9 % on the first
+# 500; docs/results.md): the list learnt after the description prompt does not carry over.
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the

@@ -157,40 +157,45 @@ pub fn decode_base64_image(value: &str) -> std::result::Result<Vec<u8>, String> 
         .map_err(|e| format!("bad base64 image: {e}"))
 }
 
-/// The byte index of a text item's `given_from` (counted in characters in the file), which must
-/// come before its `loss_start` (`loss_start`, a byte index); 0 without one.
-fn given_from(item: &Value, value: &str, loss_start: usize) -> std::result::Result<usize, String> {
-    let Some(raw) = item.get("given_from") else {
-        return Ok(0);
+/// A text item's character count under `key` (`loss_start`, `given_from`), if it has one.
+fn char_count(item: &Value, key: &str) -> std::result::Result<Option<usize>, String> {
+    let Some(raw) = item.get(key) else {
+        return Ok(None);
     };
     let chars = raw
         .as_u64()
-        .ok_or_else(|| format!("`given_from` is {raw}, not a character count"))?;
+        .ok_or_else(|| format!("`{key}` is {raw}, not a character count"))?;
+    usize::try_from(chars)
+        .map(Some)
+        .map_err(|_| format!("`{key}` {chars} is too large"))
+}
+
+/// The byte index of a text item's `given_from` (counted in characters in the file), which must
+/// come before its `loss_start` (`loss_start`, a byte index); 0 without one.
+fn given_from(item: &Value, value: &str, loss_start: usize) -> std::result::Result<usize, String> {
+    let Some(chars) = char_count(item, "given_from")? else {
+        return Ok(0);
+    };
     if item.get("loss_start").is_none() {
         return Err("`given_from` without a `loss_start` to end the given text".into());
     }
-    let byte = usize::try_from(chars)
-        .ok()
-        .and_then(|c| value.char_indices().nth(c))
+    value
+        .char_indices()
+        .nth(chars)
         .map(|(byte, _)| byte)
         .filter(|byte| *byte < loss_start)
-        .ok_or_else(|| format!("`given_from` {chars} is not before `loss_start`"))?;
-    Ok(byte)
+        .ok_or_else(|| format!("`given_from` {chars} is not before `loss_start`"))
 }
 
 /// The byte index of a text item's `loss_start` (counted in characters in the file); 0 without
 /// one.
 fn loss_start(item: &Value, value: &str, need_loss: bool) -> std::result::Result<usize, String> {
-    let Some(raw) = item.get("loss_start") else {
+    let Some(chars) = char_count(item, "loss_start")? else {
         return Ok(0);
     };
-    let chars = raw
-        .as_u64()
-        .ok_or_else(|| format!("`loss_start` is {raw}, not a character count"))?;
     if !need_loss {
         return Err("`loss_start` on a turn whose `need_loss` is not \"true\"".into());
     }
-    let chars = usize::try_from(chars).map_err(|_| format!("`loss_start` {chars} is too large"))?;
     match value.char_indices().nth(chars) {
         Some((byte, _)) => Ok(byte),
         None => Err(format!(

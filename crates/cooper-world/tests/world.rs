@@ -501,27 +501,27 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
         ..styled_cfg.clone()
     };
     let out = tempfile::tempdir().unwrap();
-    let err = write_dataset(&both, &out.path().join("w"), &|_| {}).unwrap_err();
-    assert!(err.to_string().contains("description_thoughts"), "{err}");
-    assert!(!out.path().join("w").exists());
+    // A refused config names the setting and writes nothing.
+    let refused = |cfg: &WorldConfig, says: &str| {
+        let err = write_dataset(cfg, &out.path().join("w"), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!out.path().join("w").exists());
+    };
+    refused(&both, "description_thoughts");
     // Relation reasons read the description: without it they are refused the same way.
     let unread = WorldConfig {
         description_thoughts: false,
         relation_reasons: true,
         ..styled_cfg
     };
-    let err = write_dataset(&unread, &out.path().join("w"), &|_| {}).unwrap_err();
-    assert!(err.to_string().contains("relation_reasons"), "{err}");
-    assert!(!out.path().join("w").exists());
+    refused(&unread, "relation_reasons");
     // So are given descriptions: there is no description to give.
     let undescribed = WorldConfig {
         relation_reasons: false,
         given_descriptions: true,
         ..unread
     };
-    let err = write_dataset(&undescribed, &out.path().join("w"), &|_| {}).unwrap_err();
-    assert!(err.to_string().contains("given_descriptions"), "{err}");
-    assert!(!out.path().join("w").exists());
+    refused(&undescribed, "given_descriptions");
 }
 
 #[test]
