@@ -245,7 +245,7 @@ pub fn cells_row(chain: &Chain, images: &ChainImages) -> SftRow {
 /// [`crate::chains::description_lookup`]: the prompt, then the thinking turn, learnt from
 /// `given` characters on.
 pub fn description_lookup_row(chain: &Chain, given: usize, q: &Question) -> SftRow {
-    let mut row = chain_row(
+    let row = chain_row(
         chain,
         "lookup",
         q.flag.name(),
@@ -255,14 +255,12 @@ pub fn description_lookup_row(chain: &Chain, given: usize, q: &Question) -> SftR
             segmentation: String::new(),
         },
     );
-    if let Some(thought) = row.interleaved_reason.last_mut() {
-        thought.loss_start = Some(given);
-    }
-    row
+    with_given_span(row, Some(0..given))
 }
 
 /// `row` with the characters `given` of its first learnt turn (the chain's first thought) given
-/// as context, not learnt (`WorldConfig::given_descriptions`); unchanged for `None`.
+/// as context, not learnt (`WorldConfig::given_descriptions`, the description lookups); unchanged
+/// for `None`.
 pub fn with_given_span(mut row: SftRow, given: Option<std::ops::Range<usize>>) -> SftRow {
     if let Some(given) = given {
         if let Some(thought) = row
