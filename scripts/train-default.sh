@@ -64,6 +64,11 @@
 # only full-scene lists.
 # In the thirty-first run the chains then wrote gibberish where the list goes (26.9 % on the first
 # 500; docs/results.md): the list learnt after the description prompt does not carry over.
+# DESCRIBE_FIRST=1 (with DESCRIPTION_THOUGHTS=1, not with GIVEN_DESCRIPTIONS=1; an experiment)
+# writes every chain describe-first (`cooper world --describe-first`): after the picture, the
+# description request and the description, learnt before the question is in view, then the
+# question and a chain that reads it; SFT records it (`sft.describe_first`), so that `ask`, `eval`
+# and GRPO ask the model for its description before the question too.
 # SFT_TRAIN_VIT=1 (with GROUNDED=1; an experiment) trains the pretrained ViT again in the main SFT
 # stage (frozen through amg, grounding and the curricula, as before): with it frozen, every run's
 # turn after a depth map wrote the segmentation template (docs/results.md, sixteenth run). In the
@@ -120,6 +125,7 @@ DESCRIPTION_LOOKUPS=${DESCRIPTION_LOOKUPS:-0}
 DESCRIPTION_LOOKUP_STEPS=${DESCRIPTION_LOOKUP_STEPS:-300}
 DESCRIPTION_LOOKUP_MIX=${DESCRIPTION_LOOKUP_MIX:-2000}
 GIVEN_DESCRIPTIONS=${GIVEN_DESCRIPTIONS:-0}
+DESCRIBE_FIRST=${DESCRIBE_FIRST:-0}
 # How many times the main SFT lists each training scene's description row; with the chains'
 # descriptions given rather than learnt, they are the only full-scene descriptions it learns from.
 DESCRIBE_REPEATS=${DESCRIBE_REPEATS:-$([[ "$GIVEN_DESCRIPTIONS" == 1 ]] && echo 3 || echo 1)}
@@ -142,6 +148,10 @@ if [[ "$GIVEN_DESCRIPTIONS" == 1 && ( "$DESCRIPTION_THOUGHTS" != 1 || "$VERDICT_
   echo "GIVEN_DESCRIPTIONS=1 needs DESCRIPTION_THOUGHTS=1 without VERDICT_FIRST=1 (chains that open with the description)" >&2
   exit 2
 fi
+if [[ "$DESCRIBE_FIRST" == 1 && ( "$DESCRIPTION_THOUGHTS" != 1 || "$GIVEN_DESCRIPTIONS" == 1 ) ]]; then
+  echo "DESCRIBE_FIRST=1 needs DESCRIPTION_THOUGHTS=1 without GIVEN_DESCRIPTIONS=1 (it moves the learnt description before the question)" >&2
+  exit 2
+fi
 if [[ "$SFT_TRAIN_VIT" == 1 && "$GROUNDED" != 1 ]]; then
   echo "SFT_TRAIN_VIT=1 needs GROUNDED=1 (the default recipe trains the ViT in SFT already)" >&2
   exit 2
@@ -152,7 +162,7 @@ mkdir -p "$OUT"
 # GROUNDED=1 chains open their first thought with the cell listing (`cooper world --listing-thoughts`),
 # DESCRIPTION_THOUGHTS=1 ones with the scene description.
 WORLD_FLAGS=() LISTING_THOUGHTS=false DESCRIPTION_FLAG=false TEXT_FLAG=false RELATION_FLAG=false
-VERDICT_FLAG=false TARGET_FLAG=false GIVEN_FLAG=false
+VERDICT_FLAG=false TARGET_FLAG=false GIVEN_FLAG=false FIRST_FLAG=false
 if [[ "$DESCRIPTION_THOUGHTS" == 1 ]]; then
   WORLD_FLAGS=(--description-thoughts) DESCRIPTION_FLAG=true
 elif [[ "$GROUNDED" == 1 ]]; then
@@ -163,6 +173,7 @@ fi
 [[ "$VERDICT_FIRST" == 1 ]] && WORLD_FLAGS+=(--verdict-first) VERDICT_FLAG=true
 [[ "$TARGET_FIRST" == 1 ]] && WORLD_FLAGS+=(--target-first) TARGET_FLAG=true
 [[ "$GIVEN_DESCRIPTIONS" == 1 ]] && WORLD_FLAGS+=(--given-descriptions) GIVEN_FLAG=true
+[[ "$DESCRIBE_FIRST" == 1 ]] && WORLD_FLAGS+=(--describe-first) FIRST_FLAG=true
 [[ "$LOOKUP" == 1 ]] && WORLD_FLAGS+=(--lookup-rows 20000)
 # A world folder made with other settings, or before the listings existed, is made again.
 # made_with DIR DISTANCE: DIR's world was made with --max-distance DISTANCE.
@@ -181,6 +192,7 @@ world_ok() {
     has_setting description_thoughts "$DESCRIPTION_FLAG" && has_setting option_text_answers "$TEXT_FLAG" &&
     has_setting relation_reasons "$RELATION_FLAG" && has_setting verdict_first "$VERDICT_FLAG" &&
     has_setting target_first "$TARGET_FLAG" && has_setting given_descriptions "$GIVEN_FLAG" &&
+    has_setting describe_first "$FIRST_FLAG" &&
     made_with "$OUT/world" "$MAX_DISTANCE" &&
     { [[ "$LOOKUP" != 1 ]] || [[ -f "$OUT/world/sft_lookup.jsonl" ]]; } &&
     { [[ "$TEXT_ANSWERS" != 1 ]] || [[ -f "$OUT/world/sft_restate.jsonl" ]]; } &&
@@ -281,6 +293,7 @@ fi
 MAIN_SFT_SET=("${SFT_SET[@]}")
 [[ "$SFT_TRAIN_VIT" == 1 ]] && MAIN_SFT_SET+=(--set freeze.vit=false)
 [[ "$REHEARSE_GEN" == sft ]] && MAIN_SFT_SET+=("${REHEARSE_SET[@]}")
+[[ "$DESCRIBE_FIRST" == 1 ]] && MAIN_SFT_SET+=(--set sft.describe_first=true)
 MAIN_DESCRIPTIONS=("$W/$DESCRIPTIONS")
 if (( DESCRIBE_REPEATS > 1 )); then
   MAIN_DESCRIPTIONS=("$W/sft_describe_x$DESCRIBE_REPEATS.jsonl")

@@ -4,7 +4,8 @@
   description_reading.py PREDICTIONS.jsonl...
 
 Reads `cooper eval` predictions of a model whose chains open with the scene description (`cooper
-world --description-thoughts`) and, for every existence question, finds what the question looks
+world --description-thoughts`), or that wrote it before the question (`--describe-first`: the
+prediction's `description` field), and, for every existence question, finds what the question looks
 for ("a cyan object", "a blue cone", "a cone") and whether the description the model wrote names
 a matching object. It prints, per file, the items by (true answer, named or not, verdict), and two
 rates: how often the description names the object when it is there and when it is not (how much
@@ -57,7 +58,7 @@ def main(paths):
             if words is None or p.get("kind") != "yes_no":
                 skipped += 1
                 continue
-            objects = NAMED.findall(description(r["raw_output"]))
+            objects = NAMED.findall(description(r.get("description") or r["raw_output"]))
             named = any(all(w in obj for w in words) for obj in objects)
             verdict = "Yes" if p.get("value") else "No"
             table[(r["answer"], named, verdict)] += 1

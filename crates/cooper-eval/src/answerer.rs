@@ -85,6 +85,10 @@ pub struct ModelAnswer {
     pub depth_calls: usize,
     /// Segmentation maps generated.
     pub segmentation_calls: usize,
+    /// A describe-first model's scene description, written before the question was put (not
+    /// counted in `turns`).
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 impl ModelAnswer {
@@ -95,6 +99,7 @@ impl ModelAnswer {
             turns: 1,
             depth_calls: 0,
             segmentation_calls: 0,
+            description: None,
         }
     }
 }

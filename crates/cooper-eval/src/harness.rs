@@ -254,6 +254,7 @@ pub fn run_with<A: Answerer>(
             segmentation_calls: answer.segmentation_calls,
             judge_error,
             image_from,
+            description: answer.description,
             constrained: config.constrained_answers,
         })?;
         asked += 1;

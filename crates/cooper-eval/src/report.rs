@@ -40,6 +40,9 @@ pub struct PredictionRecord {
     /// Under the shuffled-images control: the index of the item whose picture was shown.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub image_from: Option<String>,
+    /// A describe-first model's description of the picture, written before the question.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub description: Option<String>,
     /// The answer was constrained to the question's options (`--constrain-answers`).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub constrained: bool,
@@ -282,6 +285,7 @@ mod tests {
             segmentation_calls: 0,
             judge_error: None,
             image_from: None,
+            description: None,
         }
     }
 

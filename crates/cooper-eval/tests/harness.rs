@@ -111,6 +111,9 @@ impl Answerer for Script {
             turns: 2,
             depth_calls: 1,
             segmentation_calls: 0,
+            // As a describe-first model would, for one question.
+            description: (first == "How far is the door?")
+                .then(|| "<think> I can see a door. </think>".to_string()),
         })
     }
 }
@@ -219,6 +222,12 @@ fn harness_scores_reports_and_resumes() {
     assert_eq!(item5.raw_output, "<answer>\\boxed{250 cm}</answer>");
     assert_eq!(item5.score.mra, Some(0.5));
     assert_eq!((item5.turns, item5.depth_calls), (2, 1));
+    // ... and a describe-first model's description, where there is one.
+    assert_eq!(
+        item5.description.as_deref(),
+        Some("<think> I can see a door. </think>")
+    );
+    assert_eq!(log.get("4").expect("item 4").description, None);
 
     // Rerun: everything is answered, nothing is asked, the summary is unchanged.
     let mut idle = Script::empty();

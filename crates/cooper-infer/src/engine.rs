@@ -67,13 +67,14 @@ impl Engine {
 
     /// Reasoning settings fitted to this model: the official transforms, capped so that a picture
     /// never exceeds the model's latent and ViT position tables, with strides from its config;
-    /// system prompts as the folder's `reasoning_config.json` says.
+    /// system prompts and the description turn as the folder's `reasoning_config.json` says.
     pub fn default_reason_params(&self) -> ReasonParams {
         let (vae_resize, vit_resize) = default_resizes(&self.folder);
         ReasonParams {
             vae_resize,
             vit_resize,
             system_prompt: self.reasoning.system_prompt,
+            describe_first: self.reasoning.describe_first,
             ..ReasonParams::default()
         }
     }

@@ -41,5 +41,5 @@ pub use choices::AnswerChoices;
 pub use engine::Engine;
 pub use error::{InferError, Result};
 pub use params::{CfgRenorm, ImageParams, Mode, ReasonParams, ReasoningConfig, TextParams};
-pub use reasoning::{reason, ReasonEvent};
+pub use reasoning::{reason, reason_described, ReasonEvent};
 pub use trace::{write_trace, ReasonTrace};

@@ -241,12 +241,18 @@ impl FromStr for Mode {
 pub struct ReasoningConfig {
     /// Start every context with the mode's system prompt (the official procedure).
     pub system_prompt: bool,
+    /// Ask for a scene description ([`crate::prompts::DESCRIBE_PROMPT`]) right after the picture
+    /// and let the model write it before the question is put: the layout a model trained on
+    /// describe-first chains (`cooper world --describe-first`) learnt. Not official; off for
+    /// official checkpoints.
+    pub describe_first: bool,
 }
 
 impl Default for ReasoningConfig {
     fn default() -> Self {
         Self {
             system_prompt: true,
+            describe_first: false,
         }
     }
 }
@@ -296,6 +302,9 @@ pub struct ReasonParams {
     pub vit_resize: ResizeConfig,
     /// Begin with the mode's system prompt (see [`ReasoningConfig`]).
     pub system_prompt: bool,
+    /// Have the model describe the picture before the question is put (see
+    /// [`ReasoningConfig::describe_first`]).
+    pub describe_first: bool,
     /// Box only one of the question's options (or Yes / No), the one the model finds likeliest
     /// there; see [`crate::choices`]. Off by default: the official loop decodes freely.
     pub constrain_answers: bool,
@@ -311,6 +320,7 @@ impl Default for ReasonParams {
             vae_resize: ResizeConfig::VAE,
             vit_resize: ResizeConfig::VIT,
             system_prompt: true,
+            describe_first: false,
             constrain_answers: false,
         }
     }
@@ -344,10 +354,28 @@ mod tests {
         assert!(ReasoningConfig::default().to_file_text().is_none());
         let off = ReasoningConfig {
             system_prompt: false,
+            describe_first: false,
         };
         let text = off.to_file_text().unwrap();
         std::fs::write(dir.path().join(ReasoningConfig::FILE), &text).unwrap();
         assert_eq!(ReasoningConfig::read(dir.path()).unwrap(), off);
+        // A folder written before `describe_first` existed reads as not describing first.
+        std::fs::write(
+            dir.path().join(ReasoningConfig::FILE),
+            r#"{"system_prompt": false}"#,
+        )
+        .unwrap();
+        assert_eq!(ReasoningConfig::read(dir.path()).unwrap(), off);
+        let describing = ReasoningConfig {
+            system_prompt: false,
+            describe_first: true,
+        };
+        std::fs::write(
+            dir.path().join(ReasoningConfig::FILE),
+            describing.to_file_text().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ReasoningConfig::read(dir.path()).unwrap(), describing);
         std::fs::write(
             dir.path().join(ReasoningConfig::FILE),
             r#"{"system_prompts": false}"#,

@@ -79,6 +79,12 @@ The structure of your response should be like this:
 /// The text turn that `pe` and `direct` modes append before the final answer is generated.
 pub const ANSWER_OPEN: &str = "<answer>";
 
+/// The request for a scene description that describe-first models are asked right after the
+/// picture ([`crate::ReasoningConfig::describe_first`]). Not official: this project's synthetic
+/// world writes it (`cooper_world::chains::DESCRIBE_PROMPT`, the same bytes, tested in
+/// `cooper-stages`), and a describe-first model was trained on exactly these bytes.
+pub const DESCRIBE_PROMPT: &str = "Describe every object in the image: its color and shape, the cell of a 3x3 grid it is in, and how far it is from the camera.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

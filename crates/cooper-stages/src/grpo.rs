@@ -42,13 +42,17 @@ use crate::pictures::{load_rgb, moments, resizes, sample_latent_tokens, vit_patc
 
 /// The reward view of a trace: the official output list (system prompt if any, picture,
 /// question, then turns, maps and prompts), without the turns the loop dropped. The prompt is
-/// everything before the model's first turn, so it is right whether or not the model is asked
-/// with a system prompt.
+/// everything before the model's first turn after the question, so it is right whether or not
+/// the model is asked with a system prompt, and a describe-first model's description is part of
+/// it: the rewards grade the answer to the question. (Its tokens are still trained: [`repack`]
+/// puts the rollout's advantage on every kept model turn.)
 pub fn completion(trace: &ReasonTrace) -> Completion<'_> {
     let prompt_len = trace
         .entries
         .iter()
-        .position(|e| matches!(e, TraceEntry::ModelTurn { .. }))
+        .position(|e| {
+            matches!(e, TraceEntry::ModelTurn { outcome, .. } if *outcome != TurnOutcome::Description)
+        })
         .unwrap_or(trace.entries.len());
     let items = trace
         .entries
@@ -202,6 +206,7 @@ impl Roller<'_> {
                     vae_resize: self.vae_resize,
                     vit_resize: self.vit_resize,
                     system_prompt: self.engine.reasoning.system_prompt,
+                    describe_first: self.engine.reasoning.describe_first,
                     // Rollouts box what they like: the format and accuracy rewards grade it.
                     constrain_answers: false,
                 };
@@ -413,6 +418,36 @@ mod tests {
             stop: StopReason::Answered,
             elapsed: std::time::Duration::ZERO,
         }
+    }
+
+    /// A describe-first model's request and description are prompt to the rewards: they grade
+    /// the turns after the question, which must still be well formed on their own.
+    #[test]
+    fn a_description_before_the_question_is_part_of_the_prompt() {
+        let mut t = trace(false);
+        let described = [
+            TraceEntry::Text {
+                role: TextRole::DescribePrompt,
+                text: cooper_infer::prompts::DESCRIBE_PROMPT.to_string(),
+            },
+            TraceEntry::ModelTurn {
+                turn: 0,
+                text: "<think> I can see 1 object. </think>\n<answer> \\boxed{1} </answer>"
+                    .to_string(),
+                outcome: TurnOutcome::Description,
+                seed: 0,
+                elapsed: std::time::Duration::ZERO,
+            },
+        ];
+        t.entries.splice(1..1, described);
+        let c = completion(&t);
+        assert_eq!(c.prompt_len, 4);
+        assert_eq!(c.items.len(), 8);
+        assert!(c.generated()[0]
+            .text()
+            .unwrap()
+            .contains("<depth-estimation>"));
+        assert!(FormatReward.is_well_formed(&c));
     }
 
     /// The rewards see the model's own turns whether or not it was asked with a system prompt.

@@ -112,6 +112,7 @@ fn checkpoint_run(state_file: &Path) -> Result<TrainConfig> {
 pub fn chosen_reasoning(config: &TrainConfig) -> Option<ReasoningConfig> {
     (config.stage == Stage::Sft).then(|| ReasoningConfig {
         system_prompt: config.sft.uses_system_prompt(),
+        describe_first: config.sft.describe_first,
     })
 }
 

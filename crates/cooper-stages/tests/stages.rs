@@ -760,6 +760,7 @@ fn a_model_trained_without_system_prompts_is_asked_without_them() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = sft_config(&tmp.path().join("run"), 2, 2);
     c.sft.omit_system_prompt = true;
+    c.sft.describe_first = true;
     let report = run_stage(&c, &RunOptions::default()).unwrap();
     let file = report.model_dir.join(cooper_infer::ReasoningConfig::FILE);
     assert!(file.is_file(), "{}", file.display());
@@ -767,9 +768,17 @@ fn a_model_trained_without_system_prompts_is_asked_without_them() {
     let engine = cooper_infer::Engine::load(&report.model_dir, &dev, DType::F32).unwrap();
     assert!(!engine.reasoning.system_prompt);
     assert!(!engine.default_reason_params().system_prompt);
+    // Trained on describe-first chains, it is asked for its description first.
+    assert!(engine.default_reason_params().describe_first);
+    // ... with the request the world's chains hold, byte for byte.
+    assert_eq!(
+        cooper_infer::prompts::DESCRIBE_PROMPT,
+        cooper_world::chains::DESCRIBE_PROMPT
+    );
 
     let official = cooper_infer::Engine::load(&fixture().model, &dev, DType::F32).unwrap();
     assert!(official.default_reason_params().system_prompt);
+    assert!(!official.default_reason_params().describe_first);
     assert!(!fixture()
         .model
         .join(cooper_infer::ReasoningConfig::FILE)

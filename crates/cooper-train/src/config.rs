@@ -409,6 +409,11 @@ pub struct SftConfig {
     /// chains' turns after a map then read noise.
     #[serde(default)]
     pub rehearse_generation: bool,
+    /// The chains were written describe-first (`cooper world --describe-first`: the picture, the
+    /// description request and the scene description, then the question). The exported model
+    /// folder then says, in its `reasoning_config.json`, that it is to be asked that way too.
+    #[serde(default)]
+    pub describe_first: bool,
 }
 
 impl SftConfig {
@@ -588,6 +593,7 @@ impl TrainConfig {
                 match_inference_context: false,
                 omit_system_prompt: false,
                 rehearse_generation: false,
+                describe_first: false,
             },
         }
     }

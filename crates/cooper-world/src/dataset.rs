@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::chains::{
     cells_chain, described_objects_chars, description_chain, description_lookup, interleaved_chain,
-    text_chain, ChainStyle, Opening,
+    scene_description, text_chain, ChainStyle, Opening,
 };
 use crate::error::{Result, WorldError};
 use crate::formats::{
-    cells_row, depth_to_u16, description_lookup_row, description_row, png_rgb, png_u16,
-    restatement_row, rl_row, sft_row, tsv_header, tsv_row, with_given_span, write_atomic,
+    cells_row, depth_to_u16, describe_first_row, description_lookup_row, description_row, png_rgb,
+    png_u16, restatement_row, rl_row, sft_row, tsv_header, tsv_row, with_given_span, write_atomic,
     AtomicFile, ChainImages, RlRow, SftRow, Stage1DepthRow, Stage1SegRow, WORLD_DEPTH_SCALE,
 };
 use crate::lookups::{write_lookups, OptionCount};
@@ -72,6 +72,14 @@ pub struct WorldConfig {
     /// still learn to open the description and to read it.
     #[serde(default)]
     pub given_descriptions: bool,
+    /// Every chain row is in the describe-first layout ([`crate::formats::describe_first_row`]):
+    /// after the picture, the description request and the scene description (learnt), then the
+    /// question and the chain, whose first thought reads the description instead of repeating
+    /// it. A model trained so is asked the same way (`sft.describe_first`, `reasoning_config.json`).
+    /// With the description learnt after the question, the twenty-first to thirty-first runs'
+    /// descriptions copied the question's objects (docs/results.md).
+    #[serde(default)]
+    pub describe_first: bool,
     /// Rows of each text-only lookup file (`sft_lookup_two.jsonl`, `sft_lookup.jsonl`;
     /// [`crate::lookups`]); 0 writes neither.
     #[serde(default)]
@@ -93,6 +101,7 @@ impl Default for WorldConfig {
             verdict_first: false,
             target_first: false,
             given_descriptions: false,
+            describe_first: false,
             lookup_rows: 0,
         }
     }
@@ -113,6 +122,18 @@ impl WorldConfig {
         if self.given_descriptions && opening != Opening::Description {
             return Err(WorldError::Config(
                 "given_descriptions leaves the scene description unlearnt in the chains: it needs description_thoughts"
+                    .into(),
+            ));
+        }
+        if self.describe_first && opening != Opening::Description {
+            return Err(WorldError::Config(
+                "describe_first moves the scene description before the question: it needs description_thoughts"
+                    .into(),
+            ));
+        }
+        if self.describe_first && self.given_descriptions {
+            return Err(WorldError::Config(
+                "describe_first learns the description before the question and given_descriptions leaves it unlearnt in the chains; choose one"
                     .into(),
             ));
         }
@@ -243,15 +264,27 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
     let mut chain_rng = scene_rng(config.seed, index, 2);
     let mut sft_interleaved = Vec::new();
     let mut sft_text = Vec::new();
+    let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
+    let description = scene_description(&g.scene, &g.frame);
+    let layout = |row: SftRow| {
+        if config.describe_first {
+            describe_first_row(row, &sft_describe, &description)
+        } else {
+            row
+        }
+    };
     for q in g.questions.iter().take(config.chains_per_scene) {
         let given = config
             .given_descriptions
             .then(|| described_objects_chars(q, &g.scene, &g.frame, style))
             .flatten();
         let c = interleaved_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
-        sft_interleaved.push(with_given_span(sft_row(&c, q, &images), given.clone()));
+        sft_interleaved.push(layout(with_given_span(
+            sft_row(&c, q, &images),
+            given.clone(),
+        )));
         let t = text_chain(q, &g.scene, &g.frame, style, &mut chain_rng);
-        sft_text.push(with_given_span(sft_row(&t, q, &images), given));
+        sft_text.push(layout(with_given_span(sft_row(&t, q, &images), given)));
     }
     // Their own stream, so that writing them changes no other row.
     let mut lookup_rng = scene_rng(config.seed, index, 3);
@@ -260,10 +293,9 @@ fn produce(config: &WorldConfig, index: u64, out: &Path) -> Result<SceneOutput> 
         .iter()
         .filter_map(|q| {
             let (chain, given) = description_lookup(q, &g.scene, &g.frame, style, &mut lookup_rng)?;
-            Some(description_lookup_row(&chain, given, q))
+            Some(layout(description_lookup_row(&chain, given, q)))
         })
         .collect();
-    let sft_describe = description_row(&description_chain(&id, &g.scene, &g.frame), &images);
     let sft_cells = cells_row(&cells_chain(&id, &g.scene, &g.frame), &images);
     Ok(SceneOutput {
         objects: g.scene.objects.len() as u64,

@@ -275,6 +275,43 @@ pub fn with_given_span(mut row: SftRow, given: Option<std::ops::Range<usize>>) -
     row
 }
 
+/// `row` in the describe-first layout (`WorldConfig::describe_first`): the request and the scene
+/// description of `describe` (a [`description_row`]) come right after the picture, before the
+/// question, and the chain's first thought no longer opens with `description` (the text that
+/// thought repeats; a thought without it is kept as it is). The description turn is learnt where
+/// the row has a picture; in a text-only row (a description lookup) it is context, and the whole
+/// thought after the question is learnt. Learnt under its own request, the description cannot
+/// copy the question's objects, which it has not seen yet.
+pub fn describe_first_row(mut row: SftRow, describe: &SftRow, description: &str) -> SftRow {
+    let has_picture = row
+        .interleaved_reason
+        .first()
+        .is_some_and(|e| e.kind == "image");
+    let mut described: Vec<SftEntry> = describe
+        .interleaved_reason
+        .iter()
+        .filter(|e| e.kind == "text")
+        .cloned()
+        .collect();
+    if !has_picture {
+        for e in &mut described {
+            e.need_loss = false.to_string();
+        }
+    }
+    if let Some(thought) = row
+        .interleaved_reason
+        .iter_mut()
+        .find(|e| e.kind == "text" && e.need_loss == "true")
+    {
+        thought.value = thought.value.replacen(&format!("{description} "), "", 1);
+        thought.loss_start = None;
+        thought.given_from = None;
+    }
+    let at = usize::from(has_picture);
+    row.interleaved_reason.splice(at..at, described);
+    row
+}
+
 /// A text-only row that restates a multiple-choice question's options (category `restate`, flag
 /// `negative`): the prompt, then a thinking turn holding [`crate::chains::restatement`]. The copy
 /// a chain answering in words opens with, on its own: learnt in a few hundred steps from short rows

@@ -524,8 +524,15 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     refused(&undescribed, "given_descriptions");
 }
 
-#[test]
-fn given_descriptions_leave_the_chains_text_and_unlearn_only_the_objects_listed() {
+/// Small worlds whose chains open with the description, written as they are and with `change`:
+/// the second config, and both worlds' files by name.
+fn description_worlds(
+    change: fn(WorldConfig) -> WorldConfig,
+) -> (
+    WorldConfig,
+    BTreeMap<String, Vec<u8>>,
+    BTreeMap<String, Vec<u8>>,
+) {
     let cfg = WorldConfig {
         scenes: 3,
         chains_per_scene: 3,
@@ -534,27 +541,35 @@ fn given_descriptions_leave_the_chains_text_and_unlearn_only_the_objects_listed(
         relation_reasons: true,
         ..small_config(9)
     };
-    let learnt = tempfile::tempdir().unwrap();
-    write_dataset(&cfg, learnt.path(), &|_| {}).unwrap();
-    let given_cfg = WorldConfig {
+    let before = tempfile::tempdir().unwrap();
+    write_dataset(&cfg, before.path(), &|_| {}).unwrap();
+    let changed = change(cfg);
+    let after = tempfile::tempdir().unwrap();
+    write_dataset(&changed, after.path(), &|_| {}).unwrap();
+    (changed, read_all(before.path()), read_all(after.path()))
+}
+
+/// The rows of a JSONL file of [`read_all`]'s map.
+fn jsonl_rows(files: &BTreeMap<String, Vec<u8>>, file: &str) -> Vec<serde_json::Value> {
+    String::from_utf8(files[file].clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn given_descriptions_leave_the_chains_text_and_unlearn_only_the_objects_listed() {
+    let (_, a, b) = description_worlds(|cfg| WorldConfig {
         given_descriptions: true,
-        ..cfg.clone()
-    };
-    let given = tempfile::tempdir().unwrap();
-    write_dataset(&given_cfg, given.path(), &|_| {}).unwrap();
-    let (a, b) = (read_all(learnt.path()), read_all(given.path()));
+        ..cfg
+    });
     let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
     assert_eq!(
         changed,
         ["manifest.json", "sft_interleaved.jsonl", "sft_text.jsonl"]
     );
-    let rows = |m: &BTreeMap<String, Vec<u8>>, file: &str| -> Vec<serde_json::Value> {
-        String::from_utf8(m[file].clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let rows = jsonl_rows;
     for file in ["sft_interleaved.jsonl", "sft_text.jsonl"] {
         let (before, after) = (rows(&a, file), rows(&b, file));
         assert_eq!(before.len(), after.len());
@@ -597,5 +612,100 @@ fn given_descriptions_leave_the_chains_text_and_unlearn_only_the_objects_listed(
             }
             assert!(!first_learnt, "no learnt turn in {y}");
         }
+    }
+}
+
+#[test]
+fn describe_first_moves_the_description_before_the_question() {
+    let (first_cfg, a, b) = description_worlds(|cfg| WorldConfig {
+        describe_first: true,
+        ..cfg
+    });
+    let changed: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert_eq!(
+        changed,
+        [
+            "manifest.json",
+            "sft_description_lookups.jsonl",
+            "sft_interleaved.jsonl",
+            "sft_text.jsonl"
+        ]
+    );
+    let rows = jsonl_rows;
+    let describe_turns: Vec<serde_json::Value> = rows(&a, "sft_describe.jsonl")
+        .iter()
+        .map(|r| r["interleaved_reason"][2].clone())
+        .collect();
+    let prompt = cooper_world::chains::DESCRIBE_PROMPT;
+    for file in [
+        "sft_interleaved.jsonl",
+        "sft_text.jsonl",
+        "sft_description_lookups.jsonl",
+    ] {
+        let (before, after) = (rows(&a, file), rows(&b, file));
+        assert_eq!(before.len(), after.len());
+        assert!(!after.is_empty(), "{file}");
+        for (x, y) in before.iter().zip(&after) {
+            let (xs, ys) = (
+                x["interleaved_reason"].as_array().unwrap(),
+                y["interleaved_reason"].as_array().unwrap(),
+            );
+            assert_eq!(ys.len(), xs.len() + 2, "{file}: {y}");
+            // The picture (when the row has one), the request, the description, the question.
+            let picture = usize::from(xs[0]["type"] == "image");
+            assert_eq!(ys[..picture], xs[..picture]);
+            assert_eq!(ys[picture]["value"], prompt);
+            assert_eq!(ys[picture]["need_loss"], "false");
+            let told = &ys[picture + 1];
+            assert!(
+                describe_turns.iter().any(|d| d["value"] == told["value"]),
+                "{file}: {told} is no scene's description"
+            );
+            // Learnt with the picture in view; context in a text-only lookup.
+            let learnt = if picture == 1 { "true" } else { "false" };
+            assert_eq!(told["need_loss"], learnt, "{file}");
+            assert_eq!(ys[picture + 2], xs[picture], "{file}: the question");
+            // The first thought no longer repeats that description; the rest is unchanged.
+            let description = told["value"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("<think> ")
+                .and_then(|t| t.split(" </think>").next())
+                .unwrap();
+            let (was, is) = (&xs[picture + 1], &ys[picture + 3]);
+            let was_text = was["value"].as_str().unwrap();
+            assert!(was_text.contains(description), "{file}: {was_text}");
+            assert_eq!(
+                is["value"].as_str().unwrap(),
+                was_text.replacen(&format!("{description} "), "", 1)
+            );
+            assert!(!is["value"].as_str().unwrap().contains("I can see"));
+            assert_eq!(is["need_loss"], "true");
+            assert!(is.get("loss_start").is_none() && is.get("given_from").is_none());
+            assert_eq!(ys[picture + 4..], xs[picture + 2..], "{file}");
+        }
+    }
+    // Without a description to move, or with the description given, it is refused.
+    let out = tempfile::tempdir().unwrap();
+    for (bad, says) in [
+        (
+            WorldConfig {
+                description_thoughts: false,
+                relation_reasons: false,
+                ..first_cfg.clone()
+            },
+            "describe_first",
+        ),
+        (
+            WorldConfig {
+                given_descriptions: true,
+                ..first_cfg.clone()
+            },
+            "given_descriptions",
+        ),
+    ] {
+        let err = write_dataset(&bad, &out.path().join("w"), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!out.path().join("w").exists());
     }
 }

@@ -88,6 +88,8 @@ pub fn run(args: AskArgs) -> Result<()> {
                 text,
             } => writeln!(out, "question: {text}"),
             ReasonEvent::Prompt { .. } => Ok(()),
+            // A describe-first model's description is decode 0.
+            ReasonEvent::TurnStart { turn: 0 } => write!(out, "\n[description] "),
             ReasonEvent::TurnStart { turn } => write!(out, "\n[turn {turn}] "),
             ReasonEvent::TextPiece(piece) => write!(out, "{piece}"),
             ReasonEvent::TurnEnd { outcome, .. } => writeln!(out, "\n  -> {outcome:?}"),

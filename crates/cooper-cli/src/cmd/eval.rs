@@ -4,6 +4,7 @@
 //! Outputs go to `--out` (default `eval/<bench file stem>-<mode>/`): `predictions.jsonl`,
 //! `results.json`, `report.md`. Rerunning with the same `--out` resumes.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -144,6 +145,19 @@ pub fn run_with_answerer<A: Answerer>(args: &EvalArgs, answerer: A) -> anyhow::R
 struct EngineAnswerer {
     engine: cooper_infer::Engine,
     params: cooper_infer::ReasonParams,
+    /// A describe-first model's description of each picture, by mode and picture: decoded for
+    /// a picture's first question, then put in place for the others ([`cooper_infer::reason_described`]).
+    descriptions: HashMap<(ReasoningMode, u64), String>,
+}
+
+/// A key for a picture's pixels (with its size): a benchmark repeats a scene's picture for each
+/// of its questions.
+fn picture_key(image: &cooper_eval::image::RgbImage) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    image.dimensions().hash(&mut h);
+    image.as_raw().hash(&mut h);
+    h.finish()
 }
 
 impl Answerer for EngineAnswerer {
@@ -153,7 +167,7 @@ impl Answerer for EngineAnswerer {
         question: &str,
         mode: ReasoningMode,
     ) -> Result<cooper_eval::ModelAnswer, cooper_eval::BoxError> {
-        use cooper_infer::trace::{ImageRole, TraceEntry};
+        use cooper_infer::trace::{ImageRole, TraceEntry, TurnOutcome};
         let mut params = self.params;
         params.mode = match mode {
             ReasoningMode::Cooper => cooper_infer::Mode::Cooper,
@@ -161,15 +175,33 @@ impl Answerer for EngineAnswerer {
             ReasoningMode::Re => cooper_infer::Mode::Re,
             ReasoningMode::Direct => cooper_infer::Mode::Direct,
         };
-        let trace = cooper_infer::reason(&self.engine, image, question, &params, &mut |_| {})?;
+        let key = (mode, picture_key(image));
+        let known = self.descriptions.get(&key).map(String::as_str);
+        let trace = cooper_infer::reason_described(
+            &self.engine,
+            image,
+            question,
+            &params,
+            known,
+            &mut |_| {},
+        )?;
         let mut answer = cooper_eval::ModelAnswer {
             text: String::new(),
             turns: 0,
             depth_calls: 0,
             segmentation_calls: 0,
+            description: None,
         };
         for e in &trace.entries {
             match e {
+                TraceEntry::ModelTurn {
+                    text,
+                    outcome: TurnOutcome::Description,
+                    ..
+                } => {
+                    answer.description = Some(text.clone());
+                    self.descriptions.entry(key).or_insert_with(|| text.clone());
+                }
                 TraceEntry::ModelTurn { text, .. } => {
                     answer.turns += 1;
                     answer.text = text.clone();
@@ -209,5 +241,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         params.image.num_timesteps = n;
     }
     params.constrain_answers = args.constrain_answers;
-    run_with_answerer(&args, EngineAnswerer { engine, params })
+    run_with_answerer(
+        &args,
+        EngineAnswerer {
+            engine,
+            params,
+            descriptions: HashMap::new(),
+        },
+    )
 }

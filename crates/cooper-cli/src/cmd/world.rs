@@ -74,6 +74,16 @@ pub struct WorldArgs {
     /// learnt from `sft_describe.jsonl`, where no question is in view to copy objects from.
     #[arg(long, requires = "description_thoughts")]
     pub given_descriptions: bool,
+    /// With --description-thoughts, every chain row is describe-first: after the picture, the
+    /// description request and the scene description (learnt before the question is in view),
+    /// then the question and a chain that reads that description. Train with
+    /// `--set sft.describe_first=true`, so that the model is asked the same way.
+    #[arg(
+        long,
+        requires = "description_thoughts",
+        conflicts_with = "given_descriptions"
+    )]
+    pub describe_first: bool,
     /// Also write this many text-only option lookups, two options each
     /// (`sft_lookup_two.jsonl`) and two to four (`sft_lookup.jsonl`): the curriculum that
     /// teaches a from-scratch LLM to find an option by its text.
@@ -103,6 +113,7 @@ pub fn run(args: WorldArgs) -> anyhow::Result<()> {
         verdict_first: args.verdict_first,
         target_first: args.target_first,
         given_descriptions: args.given_descriptions,
+        describe_first: args.describe_first,
         lookup_rows: args.lookup_rows,
     };
     let bar = ProgressBar::new(args.scenes);

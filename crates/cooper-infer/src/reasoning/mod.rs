@@ -12,6 +12,11 @@
 //!
 //! Seeds: decode k (1-based) uses `text.seed + k − 1`; generated map j (0-based) uses
 //! `image.seed + j`. Both are recorded in the trace.
+//!
+//! With [`ReasonParams::describe_first`] (a model trained on this project's describe-first
+//! chains; never the official procedure), every mode asks [`DESCRIBE_PROMPT`] right after the
+//! picture and lets the model write its description, decode 0 (seed `text.seed − 1`, free even
+//! with `constrain_answers`), into every context that holds the question, before the question.
 
 pub mod tags;
 
@@ -25,8 +30,9 @@ use crate::decode::{decode_depth, decode_image, DepthMap};
 use crate::error::Result;
 use crate::params::{Mode, ReasonParams, TextParams};
 use crate::prompts::{
-    ANSWER_OPEN, DEPTH_PROMPT, IMAGE_REASON_SYSTEM_PROMPT, INTERLEAVE_REASON_SYSTEM_PROMPT,
-    REFLECTION_PROMPT, SEGMENTATION_PROMPT, VLM_THINK_SYSTEM_PROMPT,
+    ANSWER_OPEN, DEPTH_PROMPT, DESCRIBE_PROMPT, IMAGE_REASON_SYSTEM_PROMPT,
+    INTERLEAVE_REASON_SYSTEM_PROMPT, REFLECTION_PROMPT, SEGMENTATION_PROMPT,
+    VLM_THINK_SYSTEM_PROMPT,
 };
 use crate::trace::{ImageRole, ReasonTrace, StopReason, TextRole, TraceEntry, TurnOutcome};
 use tags::{Tool, TurnRequest};
@@ -81,6 +87,23 @@ pub fn reason<B: Backend>(
     params: &ReasonParams,
     events: &mut dyn FnMut(ReasonEvent<'_>),
 ) -> Result<ReasonTrace> {
+    reason_described(backend, image, question, params, None, events)
+}
+
+/// [`reason`], with a describe-first model's description of `image` already known: `described`
+/// (the text of an earlier trace's [`TurnOutcome::Description`] turn for the same picture and
+/// settings) is put into the contexts instead of being decoded again. What precedes the
+/// description, and its seed, do not depend on the question, so the result is the same as
+/// [`reason`]'s; `cooper eval` asks each picture's questions this way, decoding the description
+/// once a picture. Ignored unless `params.describe_first`.
+pub fn reason_described<B: Backend>(
+    backend: &B,
+    image: &RgbImage,
+    question: &str,
+    params: &ReasonParams,
+    described: Option<&str>,
+    events: &mut dyn FnMut(ReasonEvent<'_>),
+) -> Result<ReasonTrace> {
     params.validate()?;
     let start = Instant::now();
     let input = params.vae_resize.resize(image)?;
@@ -94,6 +117,7 @@ pub fn reason<B: Backend>(
             .constrain_answers
             .then(|| AnswerChoices::from_question(question))
             .flatten(),
+        described,
         height: input.height(),
         width: input.width(),
     };
@@ -147,6 +171,8 @@ struct Run<'a, B: Backend> {
     /// What a box may hold, with [`ReasonParams::constrain_answers`] and a question that offers
     /// options or asks for Yes / No.
     choices: Option<AnswerChoices>,
+    /// The description, when it is known already ([`reason_described`]).
+    described: Option<&'a str>,
     height: u32,
     width: u32,
 }
@@ -180,20 +206,62 @@ impl<B: Backend> Run<'_, B> {
 
     /// Decodes turn `turn` from `ctx`, streaming it.
     fn decode(&mut self, ctx: &B::Context, turn: usize) -> Result<(String, TextParams, Duration)> {
+        let choices = self.choices.clone();
+        self.decode_with(ctx, turn, choices.as_ref())
+    }
+
+    /// Decodes turn `turn` (0: the description) from `ctx` with `choices`, streaming it.
+    fn decode_with(
+        &mut self,
+        ctx: &B::Context,
+        turn: usize,
+        choices: Option<&AnswerChoices>,
+    ) -> Result<(String, TextParams, Duration)> {
         let text_params = TextParams {
-            seed: self.params.text.seed.wrapping_add(turn as u64 - 1),
+            seed: self
+                .params
+                .text
+                .seed
+                .wrapping_add(turn as u64)
+                .wrapping_sub(1),
             ..self.params.text
         };
         (self.events)(ReasonEvent::TurnStart { turn });
         let start = Instant::now();
         let events = &mut *self.events;
-        let text = self.backend.generate_text(
-            ctx,
-            &text_params,
-            self.choices.as_ref(),
-            &mut |piece: &str| events(ReasonEvent::TextPiece(piece)),
-        )?;
+        let text = self
+            .backend
+            .generate_text(ctx, &text_params, choices, &mut |piece: &str| {
+                events(ReasonEvent::TextPiece(piece))
+            })?;
         Ok((text, text_params, start.elapsed()))
+    }
+
+    /// For a describe-first model, asks for the picture's description and adds the model's
+    /// answer to `ctxs` (the first is decoded from). Its box holds an object count, so the
+    /// question's answer choices do not constrain it.
+    fn describe(&mut self, ctxs: &mut [&mut B::Context]) -> Result<()> {
+        if !self.params.describe_first {
+            return Ok(());
+        }
+        self.prompt(TextRole::DescribePrompt, DESCRIBE_PROMPT, ctxs)?;
+        let (text, tp, elapsed) = match self.described {
+            Some(known) => {
+                (self.events)(ReasonEvent::TurnStart { turn: 0 });
+                (self.events)(ReasonEvent::TextPiece(known));
+                let tp = TextParams {
+                    seed: self.params.text.seed.wrapping_sub(1),
+                    ..self.params.text
+                };
+                (known.to_string(), tp, Duration::ZERO)
+            }
+            None => self.decode_with(&*ctxs[0], 0, None)?,
+        };
+        for ctx in ctxs.iter_mut() {
+            self.backend.append_text(ctx, &text)?;
+        }
+        self.record_turn(0, text, TurnOutcome::Description, tp.seed, elapsed);
+        Ok(())
     }
 
     fn record_turn(
@@ -271,6 +339,7 @@ impl<B: Backend> Run<'_, B> {
         // The picture: G gets VAE + ViT, T forks from G, I never sees it.
         b.append_image(&mut g, input, true, true)?;
         self.record_input(input);
+        self.describe(&mut [&mut g, &mut i])?;
         // The question: G and I get it. (The official code also forks T from G here and after
         // the picture, but T is only read after a tool turn has re-forked it.)
         self.prompt(TextRole::Question, question, &mut [&mut g, &mut i])?;
@@ -333,6 +402,7 @@ impl<B: Backend> Run<'_, B> {
         )?;
         b.append_image(&mut g, input, true, true)?;
         self.record_input(input);
+        self.describe(&mut [&mut g, &mut i])?;
         self.prompt(TextRole::Question, question, &mut [&mut g, &mut i])?;
         if maps {
             for (tool, prompt) in [
@@ -367,6 +437,7 @@ impl<B: Backend> Run<'_, B> {
         self.prompt(TextRole::System, VLM_THINK_SYSTEM_PROMPT, &mut [&mut g])?;
         b.append_image(&mut g, input, false, true)?;
         self.record_input(input);
+        self.describe(&mut [&mut g])?;
         self.prompt(TextRole::Question, question, &mut [&mut g])?;
         let (text, tp, elapsed) = self.decode(&g, 1)?;
         self.record_turn(1, text.clone(), TurnOutcome::Final, tp.seed, elapsed);

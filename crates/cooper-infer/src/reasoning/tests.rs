@@ -460,3 +460,131 @@ fn choices_reach_every_decode_only_when_asked_for() {
     // A question with no options and no Yes / No instruction is not constrained.
     assert_eq!(ask("How far is the red box?", true), vec![None, None]);
 }
+
+#[test]
+fn describe_first_puts_the_description_between_the_picture_and_the_question() {
+    let yes_no = "Is there a red box in the image?\nAnswer with Yes or No.";
+    let description =
+        "<think> I can see 1 object. </think>\n<answer> The image shows \\boxed{1} object. </answer>";
+    let turn1 = format!("{THINK}{DEPTH_PROMPT}");
+    let turn2 = "<think> red is near </think><answer>\\boxed{ Yes}</answer>";
+    let b = Scripted::new(&[description, &turn1, turn2]);
+    let params = ReasonParams {
+        describe_first: true,
+        system_prompt: false,
+        constrain_answers: true,
+        text: TextParams {
+            seed: 10,
+            ..TextParams::default()
+        },
+        ..small_params(Mode::Cooper)
+    };
+    let mut events = Vec::new();
+    let trace = reason(&b, &picture(), yes_no, &params, &mut |e| {
+        if let ReasonEvent::TurnStart { turn } = e {
+            events.push(turn)
+        }
+    })
+    .unwrap();
+    assert_eq!(events, [0, 1, 2]);
+    assert_eq!(
+        outcomes(&trace),
+        vec![
+            TurnOutcome::Description,
+            TurnOutcome::ToolCall(Tool::Depth),
+            TurnOutcome::Answer
+        ]
+    );
+    assert_eq!(trace.boxed_answer.as_deref(), Some(" Yes"));
+    let calls = b.text_calls.borrow();
+    // The description is decoded from the picture and the request alone, with seed − 1.
+    assert_eq!(calls[0], (vec![INPUT_VAE.into(), t(DESCRIBE_PROMPT)], 9));
+    // Then the question follows it, and the first turn keeps the base seed.
+    assert_eq!(
+        calls[1],
+        (
+            vec![
+                INPUT_VAE.into(),
+                t(DESCRIBE_PROMPT),
+                t(description),
+                t(yes_no)
+            ],
+            10
+        )
+    );
+    // The image-dropped context holds the description too.
+    let images = b.image_calls.borrow();
+    assert_eq!(
+        images[0].cfg_img,
+        vec![t(DESCRIBE_PROMPT), t(description), t(yes_no), t(&turn1)]
+    );
+    // The description's box holds a count: the Yes / No constraint is not applied to it.
+    let choices = b.choice_calls.borrow();
+    assert!(choices[0].is_none());
+    assert!(choices[1].is_some() && choices[2].is_some());
+    // Every mode describes first; `re` has only its one context.
+    for mode in [Mode::Pe, Mode::Direct, Mode::Re] {
+        let b = Scripted::new(&[description, "<think> x </think><answer>\\boxed{A}</answer>"]);
+        let trace = reason(
+            &b,
+            &picture(),
+            Q,
+            &ReasonParams {
+                describe_first: true,
+                ..small_params(mode)
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        let kinds: Vec<TurnOutcome> = outcomes(&trace);
+        assert_eq!(kinds, [TurnOutcome::Description, TurnOutcome::Final]);
+        let ctx = &b.text_calls.borrow()[1].0;
+        let at = ctx.iter().position(|c| *c == t(description)).unwrap();
+        assert_eq!(ctx[at - 1], t(DESCRIBE_PROMPT));
+        assert_eq!(ctx[at + 1], t(Q));
+    }
+}
+
+#[test]
+fn a_known_description_is_put_in_place_not_decoded_again() {
+    let description = "<think> I can see 1 object. </think>";
+    let answer = "<think> x </think><answer>\\boxed{A}</answer>";
+    let params = ReasonParams {
+        describe_first: true,
+        ..small_params(Mode::Cooper)
+    };
+    let decoded = Scripted::new(&[description, answer]);
+    let first = reason(&decoded, &picture(), Q, &params, &mut |_| {}).unwrap();
+    let known = Scripted::new(&[answer]);
+    let again = reason_described(
+        &known,
+        &picture(),
+        Q,
+        &params,
+        Some(description),
+        &mut |_| {},
+    )
+    .unwrap();
+    // One decode fewer, the same contexts, the same trace but for the description's time.
+    assert_eq!(known.text_calls.borrow().len(), 1);
+    assert_eq!(known.text_calls.borrow()[0], decoded.text_calls.borrow()[1]);
+    let turns = |t: &ReasonTrace| -> Vec<(String, u64)> {
+        t.entries
+            .iter()
+            .filter_map(|e| match e {
+                TraceEntry::ModelTurn { text, seed, .. } => Some((text.clone(), *seed)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(turns(&first), turns(&again));
+    assert_eq!(first.final_answer, again.final_answer);
+    // A model that does not describe first ignores it.
+    let plain = Scripted::new(&[answer]);
+    let p = ReasonParams {
+        describe_first: false,
+        ..params
+    };
+    let t = reason_described(&plain, &picture(), Q, &p, Some(description), &mut |_| {}).unwrap();
+    assert_eq!(outcomes(&t), vec![TurnOutcome::Answer]);
+}

@@ -63,6 +63,7 @@ pub(super) fn render(trace: &ReasonTrace, pictures: &[Picture]) -> String {
                     TextRole::Reflection => "reflection prompt",
                     TextRole::ToolPrompt => "tool prompt",
                     TextRole::AnswerPrefix => "answer prefix",
+                    TextRole::DescribePrompt => "description request",
                 };
                 let body = if *role == TextRole::System {
                     format!(

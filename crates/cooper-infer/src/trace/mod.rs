@@ -29,6 +29,8 @@ pub enum TextRole {
     ToolPrompt,
     /// The `<answer>` turn `pe` and `direct` append before decoding the answer.
     AnswerPrefix,
+    /// The description request a describe-first model is asked before the question.
+    DescribePrompt,
 }
 
 /// What became of a model turn.
@@ -45,6 +47,9 @@ pub enum TurnOutcome {
     LimitReached,
     /// The single decode of `pe`, `re` or `direct` mode.
     Final,
+    /// A describe-first model's scene description (turn 0), written before the question is
+    /// asked; it stays in the context whatever it holds.
+    Description,
 }
 
 /// The role of a picture in the chain.
