@@ -524,15 +524,12 @@ fn chain_styles_change_only_the_chains_and_rl_answers() {
     refused(&undescribed, "given_descriptions");
 }
 
+/// A world folder's files by name ([`read_all`]).
+type Files = BTreeMap<String, Vec<u8>>;
+
 /// Small worlds whose chains open with the description, written as they are and with `change`:
 /// the second config, and both worlds' files by name.
-fn description_worlds(
-    change: fn(WorldConfig) -> WorldConfig,
-) -> (
-    WorldConfig,
-    BTreeMap<String, Vec<u8>>,
-    BTreeMap<String, Vec<u8>>,
-) {
+fn description_worlds(change: fn(WorldConfig) -> WorldConfig) -> (WorldConfig, Files, Files) {
     let cfg = WorldConfig {
         scenes: 3,
         chains_per_scene: 3,
@@ -550,7 +547,7 @@ fn description_worlds(
 }
 
 /// The rows of a JSONL file of [`read_all`]'s map.
-fn jsonl_rows(files: &BTreeMap<String, Vec<u8>>, file: &str) -> Vec<serde_json::Value> {
+fn jsonl_rows(files: &Files, file: &str) -> Vec<serde_json::Value> {
     String::from_utf8(files[file].clone())
         .unwrap()
         .lines()
