@@ -5,7 +5,8 @@
 
 WORLD is the benchmark's world folder (`cooper world`, with `eval.tsv`, `scenes.jsonl` and
 `sft_describe.jsonl`); PREDICTIONS are `cooper eval` predictions of chains that open with the scene
-description (`cooper world --description-thoughts`). For each file: how many descriptions the
+description (`cooper world --description-thoughts`), or that wrote one before the question
+(`--describe-first`: the prediction's `description` field, read in its place). For each file: how many descriptions the
 chains' last turns hold, how many of those name an object twice (the world never puts two objects
 of one colour and shape in a scene), and of the distinct "COLOUR SHAPE" names, the share that are
 in the question's scene (precision) and the share of the scene's objects named (recall). Run on
@@ -56,7 +57,7 @@ def main(world, files):
         with open(path) as f:
             for line in f:
                 row = json.loads(line)
-                found = names(row["raw_output"])
+                found = names(row.get("description") or row["raw_output"])
                 if found is None:
                     continue
                 objects = scene_objects[scene_of[row["index"]]]
