@@ -119,27 +119,30 @@ impl WorldConfig {
                     .into(),
             )),
         };
-        if self.given_descriptions && opening != Opening::Description {
-            return Err(WorldError::Config(
-                "given_descriptions leaves the scene description unlearnt in the chains: it needs description_thoughts"
-                    .into(),
-            ));
-        }
-        if self.describe_first && opening != Opening::Description {
-            return Err(WorldError::Config(
-                "describe_first moves the scene description before the question: it needs description_thoughts"
-                    .into(),
-            ));
+        // The settings that work on the scene description a chain opens with.
+        let need_description = [
+            (
+                self.given_descriptions,
+                "given_descriptions leaves the scene description unlearnt in the chains: it needs description_thoughts",
+            ),
+            (
+                self.describe_first,
+                "describe_first moves the scene description before the question: it needs description_thoughts",
+            ),
+            (
+                self.relation_reasons,
+                "relation_reasons reads the scene description: it needs description_thoughts",
+            ),
+        ];
+        if let Some((_, why)) = need_description
+            .iter()
+            .find(|(set, _)| *set && opening != Opening::Description)
+        {
+            return Err(WorldError::Config((*why).into()));
         }
         if self.describe_first && self.given_descriptions {
             return Err(WorldError::Config(
                 "describe_first learns the description before the question and given_descriptions leaves it unlearnt in the chains; choose one"
-                    .into(),
-            ));
-        }
-        if self.relation_reasons && opening != Opening::Description {
-            return Err(WorldError::Config(
-                "relation_reasons reads the scene description: it needs description_thoughts"
                     .into(),
             ));
         }

@@ -210,14 +210,9 @@ impl<B: Backend> Run<'_, B> {
         self.decode_with(ctx, turn, choices.as_ref())
     }
 
-    /// Decodes turn `turn` (0: the description) from `ctx` with `choices`, streaming it.
-    fn decode_with(
-        &mut self,
-        ctx: &B::Context,
-        turn: usize,
-        choices: Option<&AnswerChoices>,
-    ) -> Result<(String, TextParams, Duration)> {
-        let text_params = TextParams {
+    /// The decoding settings of turn `turn` (0: the description): seed `text.seed + turn − 1`.
+    fn turn_params(&self, turn: usize) -> TextParams {
+        TextParams {
             seed: self
                 .params
                 .text
@@ -225,7 +220,17 @@ impl<B: Backend> Run<'_, B> {
                 .wrapping_add(turn as u64)
                 .wrapping_sub(1),
             ..self.params.text
-        };
+        }
+    }
+
+    /// Decodes turn `turn` (0: the description) from `ctx` with `choices`, streaming it.
+    fn decode_with(
+        &mut self,
+        ctx: &B::Context,
+        turn: usize,
+        choices: Option<&AnswerChoices>,
+    ) -> Result<(String, TextParams, Duration)> {
+        let text_params = self.turn_params(turn);
         (self.events)(ReasonEvent::TurnStart { turn });
         let start = Instant::now();
         let events = &mut *self.events;
@@ -249,11 +254,7 @@ impl<B: Backend> Run<'_, B> {
             Some(known) => {
                 (self.events)(ReasonEvent::TurnStart { turn: 0 });
                 (self.events)(ReasonEvent::TextPiece(known));
-                let tp = TextParams {
-                    seed: self.params.text.seed.wrapping_sub(1),
-                    ..self.params.text
-                };
-                (known.to_string(), tp, Duration::ZERO)
+                (known.to_string(), self.turn_params(0), Duration::ZERO)
             }
             None => self.decode_with(&*ctxs[0], 0, None)?,
         };
