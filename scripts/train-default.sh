@@ -7,8 +7,8 @@
 # ablates). The embedded default model is the thirty-second run's: MAX_DISTANCE=4 GROUNDED=1
 # VIT_COLOR=1 PERCEIVE=1 PERCEIVE_STEPS=0 PERCEIVE_MIX=8000 DESCRIPTION_THOUGHTS=1 TEXT_ANSWERS=1
 # REHEARSE_GEN=sft CONSTRAIN_ANSWERS=1 RELATION_REASONS=1 DESCRIBE_FIRST=1 SFT_STEPS=2000
-# GRPO_STEPS=40 scripts/train-default.sh OUT (about 72 minutes of training on 2 cores by its
-# stages' times, an estimate; plus the evaluation). The twenty-first run's knobs, without the
+# GRPO_STEPS=40 scripts/train-default.sh OUT (71 minutes from an empty folder on 2 cores, timed
+# in the thirty-fourth run; plus the evaluation). The twenty-first run's knobs, without the
 # last three, were embedded before it (60 minutes in one timed run, the twenty-sixth); with
 # SFT_STEPS=2000 that took 61 minutes (twenty-seventh run); GROUND_STEPS=300 SFT_STEPS=1100
 # answered at chance (twenty-fifth run; docs/results.md).
