@@ -6,10 +6,11 @@
 WORLD is the benchmark's world folder (`cooper world`, with `eval.tsv`, `scenes.jsonl` and
 `sft_describe.jsonl`); PREDICTIONS are `cooper eval` predictions of chains that open with the scene
 description (`cooper world --description-thoughts`), or that wrote one before the question
-(`--describe-first`: the prediction's `description` field, read in its place). For each file: how many descriptions the
-chains' last turns hold, how many of those name an object twice (the world never puts two objects
-of one colour and shape in a scene), and of the distinct "COLOUR SHAPE" names, the share that are
-in the question's scene (precision) and the share of the scene's objects named (recall). Run on
+(`--describe-first`: the prediction's `description` field, read in its place). For each file: how
+many descriptions the chains' last turns hold, how many of those name an object twice (the world
+never puts two objects of one colour and shape in a scene), and of the distinct "COLOUR SHAPE"
+names, the share that are in the question's scene (precision) and the share of the scene's objects
+named (recall). Run on
 predictions made with `--images shuffled` too: that is the bar, what the chains name from the
 question and their priors alone (docs/results.md, eighteenth run).
 """

@@ -25,7 +25,7 @@ const FILES: &[(&str, &[u8])] = &[
     model_file!("tokenizer.json"),
     model_file!("model.safetensors"),
     model_file!("ae.safetensors"),
-    // Trained without the system prompts and describe-first: asked that way too.
+    // Trained describe-first and without the system prompts: asked the same way.
     model_file!("reasoning_config.json"),
 ];
 
